@@ -1,0 +1,97 @@
+"""Names shared by the renderer, the controller, the chart and the stages.
+
+One module holds every label key, object-name suffix, environment variable and path so that the
+Helm chart's ``_helpers.tpl``, the controller's selectors and ``kubectl -l`` agree.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+APP_NAME = "dynamics"
+API_GROUP = "dynamics.io"
+
+# --- labels (DESIGN.md §3) ---
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_RUN = f"{API_GROUP}/run"
+LABEL_STAGE = f"{API_GROUP}/stage"
+LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+MANAGED_BY = "dynamics"
+
+# --- annotations ---
+ANNOTATION_SPEC_HASH = f"{API_GROUP}/spec-sha256"
+
+
+class Stage(StrEnum):
+    """Pipeline stages, in the order the controller runs them."""
+
+    EMBED = "embed"
+    CLUSTER_FIT = "cluster-fit"
+    ASSIGN = "assign"
+    SCALE = "scale"
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+PIPELINE: tuple[Stage, ...] = (
+    Stage.EMBED,
+    Stage.CLUSTER_FIT,
+    Stage.ASSIGN,
+    Stage.SCALE,
+    Stage.TRAIN,
+    Stage.EVAL,
+)
+
+COMPONENT_CONTROLLER = "controller"
+COMPONENT_RUN = "run"
+
+# Object names are "<run>-<suffix>"; the longest generated pod name decides the run-name limit.
+SUFFIX_CONFIG = "run"
+SUFFIX_CONTROLLER = "controller"
+SUFFIX_TRAIN_SERVICE = "train"
+
+# --- the run ConfigMap ---
+CONFIG_SPEC_KEY = "spec.yaml"
+CONFIG_STATUS_KEY = "status.json"
+SPEC_MOUNT_DIR = "/etc/dynamics"
+SPEC_MOUNT_PATH = f"{SPEC_MOUNT_DIR}/{CONFIG_SPEC_KEY}"
+
+# --- environment ---
+ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"
+ENV_SPEC = "DYNAMICS_SPEC"
+ENV_RUN = "DYNAMICS_RUN"
+ENV_NAMESPACE = "DYNAMICS_NAMESPACE"
+ENV_AWS_ENDPOINT = "AWS_ENDPOINT_URL"
+ENV_AWS_REGION = "AWS_DEFAULT_REGION"
+ENV_AWS_KEY_ID = "AWS_ACCESS_KEY_ID"
+ENV_AWS_SECRET = "AWS_SECRET_ACCESS_KEY"
+ENV_AWS_SESSION = "AWS_SESSION_TOKEN"
+
+# Keys looked up in a user's credentials Secret (the same names the AWS CLI uses).
+SECRET_KEY_ID = ENV_AWS_KEY_ID
+SECRET_ACCESS_KEY = ENV_AWS_SECRET
+
+# --- work directory layout (DESIGN.md §3, documented in README) ---
+DIR_EMBED = "embed"
+DIR_CLUSTER = "cluster"
+DIR_ASSIGN = "cluster/assign"
+DIR_SAMPLE = "sample"
+DIR_SAMPLE_TABLES = "sample/shards"
+DIR_TRAIN = "train"
+DIR_CHECKPOINTS = "train/checkpoints"
+DIR_TENSORBOARD = "train/tensorboard"
+DIR_EVAL = "eval"
+RESOLVED_SPEC = "spec.yaml"
+MARKER_SUFFIX = ".done"
+STAGE_MARKER = "_SUCCESS"
+
+# --- defaults ---
+KUBERNETES_VERSION = "1.35"
+DEFAULT_IMAGE_REGISTRY = "ghcr.io/dynamics-dev"
+DEFAULT_IMAGE_TAG = "0.1.0"
+PYTORCH_CONTAINER = "pytorch"
+TRAIN_PORT = 29500
