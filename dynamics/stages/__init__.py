@@ -1,0 +1,1 @@
+"""Stage entry points: the commands the rendered Jobs run (``dynamics stage NAME``)."""

@@ -1,0 +1,78 @@
+"""What every stage command shares: its arguments, the resolved spec, storage, and logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+from dynamics import constants as C
+from dynamics.errors import DynamicsError
+from dynamics.layout import RunPaths
+from dynamics.spec import RunSpec
+from dynamics.specio import load_spec
+
+log = logging.getLogger("dynamics")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage needs: the spec, where artifacts go, how to reach S3, its index."""
+
+    spec: RunSpec
+    paths: RunPaths
+    index: int | None
+
+    @property
+    def storage(self):  # noqa: ANN201 - StorageConfig; imported lazily to keep this module light
+        """Storage settings from the spec (endpoint/region/retries); credentials come from env."""
+        from dynamics.storage import StorageConfig
+
+        s = self.spec.storage
+        return StorageConfig(endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode,
+                             max_attempts=s.max_attempts)
+
+
+def stage_parser(name: str, description: str, indexed: bool = False) -> argparse.ArgumentParser:
+    """Argument parser with the options every stage command takes."""
+    parser = argparse.ArgumentParser(prog=f"dynamics stage {name}", description=description)
+    parser.add_argument(
+        "--spec", default=os.environ.get(C.ENV_SPEC, C.SPEC_MOUNT_PATH),
+        help=f"resolved run spec (default: ${C.ENV_SPEC} or {C.SPEC_MOUNT_PATH}, the mounted ConfigMap)",
+    )
+    if indexed:
+        parser.add_argument(
+            "--index", type=int, default=None,
+            help=f"which slice to process (default: ${C.ENV_JOB_INDEX}, set by Indexed Jobs)",
+        )
+    return parser
+
+
+def context_from_args(args: argparse.Namespace) -> StageContext:
+    """Load the spec and resolve the index (flag, then JOB_COMPLETION_INDEX)."""
+    spec = load_spec(args.spec)
+    index = getattr(args, "index", None)
+    if index is None and hasattr(args, "index"):
+        raw = os.environ.get(C.ENV_JOB_INDEX)
+        if raw is None:
+            raise DynamicsError(f"no index: pass --index or set {C.ENV_JOB_INDEX}",
+                                hint="Indexed Jobs set it; locally use --index N")
+        try:
+            index = int(raw)
+        except ValueError as exc:
+            raise DynamicsError(f"{C.ENV_JOB_INDEX}={raw!r} is not an integer") from exc
+    return StageContext(spec=spec, paths=RunPaths.for_run(spec.storage.workdir, spec.name), index=index)
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Plain timestamped lines on stderr: what `kubectl logs` shows."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%Y-%m-%dT%H:%M:%S"))
+    root.addHandler(handler)
+    root.setLevel(level)
