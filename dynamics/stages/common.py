@@ -26,7 +26,7 @@ class StageContext:
     index: int | None
 
     @property
-    def storage(self):  # noqa: ANN201 - StorageConfig; imported lazily to keep this module light
+    def storage(self):
         """Storage settings from the spec (endpoint/region/retries); credentials come from env."""
         from dynamics.storage import StorageConfig
 

@@ -1,0 +1,114 @@
+"""The run's batch/v1 Jobs: controller, embed, cluster-fit, assign, scale, eval."""
+
+from __future__ import annotations
+
+from dynamics import constants as C
+from dynamics import names
+from dynamics.constants import Stage
+from dynamics.render.pod import Obj, container, metadata, pod_spec, resources, volumes
+from dynamics.spec import Resources, RunSpec
+from dynamics.spec_checks import embed_parts
+
+# Exit code 2 means "bad spec or bad input": retrying cannot help, so the Job fails at once.
+USER_ERROR_EXIT_CODE = 2
+CONTROLLER_RESOURCES = Resources(cpu="250m", memory="256Mi")
+SCALE_RESOURCES = Resources(cpu="4", memory="32Gi")
+
+
+def stage_command(stage: Stage) -> list[str]:
+    """The CLI invocation a stage container runs (index and spec come from the environment)."""
+    return ["dynamics", "stage", stage.value]
+
+
+def _pod_failure_policy(container_name: str, indexed: bool) -> Obj:
+    rules: list[Obj] = [
+        # Node drains and preemptions are not the stage's fault: don't count them as failures.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailIndex" if indexed else "FailJob",
+         "onExitCodes": {"containerName": container_name, "operator": "In",
+                         "values": [USER_ERROR_EXIT_CODE]}},
+    ]
+    return {"rules": rules}
+
+
+def _job(spec: RunSpec, *, name: str, component: str, image: str, command: list[str], res: Obj,
+         completions: int = 1, parallelism: int = 1, indexed: bool = False,
+         service_account: str | None = None, shm: str | None = None) -> Obj:
+    vols, mounts = volumes(spec, shm)
+    ctr = container(spec, name=component, image=image, command=command, res=res, mounts=mounts)
+    template = {
+        "metadata": {"labels": metadata(spec, name, component)["labels"]},
+        "spec": pod_spec(spec, [ctr], vols, restart_policy="Never", service_account=service_account),
+    }
+    job_spec: Obj = {
+        "completions": completions,
+        "parallelism": min(parallelism, completions),
+        "podFailurePolicy": _pod_failure_policy(component, indexed),
+        "template": template,
+    }
+    if indexed:
+        job_spec["completionMode"] = "Indexed"
+        job_spec["backoffLimitPerIndex"] = spec.kubernetes.backoff_limit_per_index
+    else:
+        job_spec["backoffLimit"] = spec.kubernetes.backoff_limit
+    if spec.kubernetes.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.kubernetes.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(spec, name, component, workload=True),
+        "spec": job_spec,
+    }
+
+
+def controller_job(spec: RunSpec) -> Obj:
+    """The controller Job: drives the stages; retried by the Job controller if its pod dies."""
+    command = ["dynamics", "controller", "--run", spec.name]
+    job = _job(spec, name=names.controller_job(spec.name), component=C.COMPONENT_CONTROLLER,
+               image=spec.images.controller, command=command,
+               res=resources(CONTROLLER_RESOURCES))
+    # The controller waits for the whole run; it must not be garbage-collected by a TTL mid-run,
+    # and a restarted controller continues where the previous one stopped (level-triggered).
+    job["spec"]["backoffLimit"] = 10
+    return job
+
+
+def embed_job(spec: RunSpec) -> Obj:
+    """Indexed Job: index i embeds shards [i*shardsPerPart, (i+1)*shardsPerPart)."""
+    e = spec.embed
+    return _job(spec, name=names.stage_job(spec.name, Stage.EMBED), component=Stage.EMBED.value,
+                image=spec.images.embedder, command=stage_command(Stage.EMBED),
+                res=resources(e.resources, e.gpus_per_pod), completions=embed_parts(spec),
+                parallelism=e.parallelism, indexed=True, shm="8Gi" if e.workers else None)
+
+
+def cluster_fit_job(spec: RunSpec) -> Obj:
+    """Single-pod Job: spherical k-means on a seeded subset, then refinement."""
+    c = spec.cluster
+    return _job(spec, name=names.stage_job(spec.name, Stage.CLUSTER_FIT), component=Stage.CLUSTER_FIT.value,
+                image=spec.images.clusterer, command=stage_command(Stage.CLUSTER_FIT),
+                res=resources(c.resources, c.gpus))
+
+
+def assign_job(spec: RunSpec) -> Obj:
+    """Indexed Job: index i assigns embed part i to its nearest kept centroid."""
+    c = spec.cluster
+    return _job(spec, name=names.stage_job(spec.name, Stage.ASSIGN), component=Stage.ASSIGN.value,
+                image=spec.images.clusterer, command=stage_command(Stage.ASSIGN),
+                res=resources(c.resources, c.gpus), completions=embed_parts(spec),
+                parallelism=c.assign_parallelism, indexed=True)
+
+
+def scale_job(spec: RunSpec) -> Obj:
+    """Single-pod Job: cluster sizes -> probabilities, per-shard tables, report and plot."""
+    return _job(spec, name=names.stage_job(spec.name, Stage.SCALE), component=Stage.SCALE.value,
+                image=spec.images.clusterer, command=stage_command(Stage.SCALE),
+                res=resources(SCALE_RESOURCES))
+
+
+def eval_job(spec: RunSpec) -> Obj:
+    """Single-pod Job: zero-shot evaluation of the final checkpoint."""
+    assert spec.eval is not None
+    return _job(spec, name=names.stage_job(spec.name, Stage.EVAL), component=Stage.EVAL.value,
+                image=spec.images.trainer, command=stage_command(Stage.EVAL),
+                res=resources(Resources(cpu="8", memory="32Gi"), spec.eval.gpus), shm="8Gi")

@@ -1,0 +1,101 @@
+"""The train stage: a Kubeflow PyTorchJob, or an Indexed Job + headless Service without the operator."""
+
+from __future__ import annotations
+
+from dynamics import constants as C
+from dynamics import names
+from dynamics.constants import Stage
+from dynamics.render.pod import Obj, container, labels, metadata, pod_spec, resources, volumes
+from dynamics.spec import Launcher, RunSpec
+
+TRAIN_COMMAND_TAIL = ["--no-python", "dynamics", "stage", Stage.TRAIN.value]
+
+
+def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None = None) -> tuple[Obj, list[Obj]]:
+    t = spec.train
+    vols, mounts = volumes(spec, t.shm_size)
+    ctr = container(spec, name=C.PYTORCH_CONTAINER, image=spec.images.trainer, command=command,
+                    res=resources(t.resources, t.gpus_per_node, t.extra_resources), mounts=mounts, ports=ports)
+    return ctr, vols
+
+
+def _template(spec: RunSpec, ctr: Obj, vols: list[Obj], restart_policy: str) -> Obj:
+    return {
+        "metadata": {"labels": labels(spec, Stage.TRAIN.value)},
+        "spec": pod_spec(spec, [ctr], vols, restart_policy=restart_policy, host_network=spec.train.host_network),
+    }
+
+
+def pytorchjob(spec: RunSpec) -> Obj:
+    """PyTorchJob: Master + (nodes-1) Workers; torchrun reads the PET_* variables the operator sets."""
+    t = spec.train
+    # torchrun takes --nnodes/--node-rank/--master-addr/--master-port from PET_* (set by the operator).
+    ctr, vols = _train_container(spec, ["torchrun", *TRAIN_COMMAND_TAIL],
+                                 ports=[{"name": "pytorchjob-port", "containerPort": C.TRAIN_PORT}])
+    # OnFailure: a crashed process restarts in place and resumes from the latest checkpoint.
+    replicas: Obj = {"Master": {"replicas": 1, "restartPolicy": "OnFailure",
+                                "template": _template(spec, ctr, vols, "OnFailure")}}
+    if t.nodes > 1:
+        replicas["Worker"] = {"replicas": t.nodes - 1, "restartPolicy": "OnFailure",
+                              "template": _template(spec, ctr, vols, "OnFailure")}
+    run_policy: Obj = {"cleanPodPolicy": "None", "backoffLimit": spec.kubernetes.backoff_limit}
+    if spec.kubernetes.ttl_seconds_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = spec.kubernetes.ttl_seconds_after_finished
+    if spec.kubernetes.priority_class_name:
+        run_policy["schedulingPolicy"] = {"priorityClass": spec.kubernetes.priority_class_name}
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": metadata(spec, names.stage_job(spec.name, Stage.TRAIN), Stage.TRAIN.value, workload=True),
+        "spec": {"nprocPerNode": str(t.procs), "runPolicy": run_policy, "pytorchReplicaSpecs": replicas},
+    }
+
+
+def indexed_trainer(spec: RunSpec) -> list[Obj]:
+    """Without the training operator: Indexed Job pods rendezvous through c10d on pod 0's DNS name."""
+    t = spec.train
+    job_name = names.stage_job(spec.name, Stage.TRAIN)
+    service = names.train_service(spec.name)
+    endpoint = f"{job_name}-0.{service}:{C.TRAIN_PORT}"
+    command = ["torchrun", f"--nnodes={t.nodes}", f"--nproc-per-node={t.procs}",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={spec.name}",
+               *TRAIN_COMMAND_TAIL]
+    ctr, vols = _train_container(spec, command, ports=[{"name": "c10d", "containerPort": C.TRAIN_PORT}])
+    # Pods of an Indexed Job get the hostname <job>-<index>; with the subdomain they get DNS names.
+    template = _template(spec, ctr, vols, "OnFailure")
+    template["spec"]["subdomain"] = service
+    job_spec: Obj = {
+        "completionMode": "Indexed",
+        "completions": t.nodes,
+        "parallelism": t.nodes,
+        "backoffLimit": spec.kubernetes.backoff_limit * t.nodes,
+        "template": template,
+    }
+    if spec.kubernetes.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.kubernetes.ttl_seconds_after_finished
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(spec, service, Stage.TRAIN.value),
+        "spec": {
+            "clusterIP": "None",
+            # Rendezvous must resolve before pods are Ready.
+            "publishNotReadyAddresses": True,
+            "selector": {C.LABEL_RUN: spec.name, C.LABEL_STAGE: Stage.TRAIN.value},
+            "ports": [{"name": "c10d", "port": C.TRAIN_PORT, "targetPort": C.TRAIN_PORT}],
+        },
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(spec, job_name, Stage.TRAIN.value, workload=True),
+        "spec": job_spec,
+    }
+    return [svc, job]
+
+
+def train_objects(spec: RunSpec) -> list[Obj]:
+    """The train stage's objects for the configured launcher."""
+    if spec.train.launcher is Launcher.PYTORCHJOB:
+        return [pytorchjob(spec)]
+    return indexed_trainer(spec)
