@@ -1,0 +1,1 @@
+"""Image embedding: model backends and the embed stage."""
