@@ -25,6 +25,7 @@ Keys missing from the table get ``default_prob`` (the reference silently uses 0.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -79,8 +80,10 @@ def _mix64(x: int) -> int:
     return z ^ (z >> 31)
 
 
+@functools.lru_cache(maxsize=256)
 def _stream(seed: int, epoch: int, shard_index: int) -> int:
     """64-bit state shared by all keys of one (seed, epoch, shard); negative ints wrap mod 2**64."""
+    # Cached: the per-sample path calls this with the same arguments for a whole shard.
     s = _mix64(seed & _MASK64)
     s = _mix64(s ^ (epoch & _MASK64))
     return _mix64(s ^ (shard_index & _MASK64))
@@ -109,15 +112,17 @@ def key_hashes(keys: Sequence[str]) -> np.ndarray:
     width = int(lengths.max())
     if width == 0:
         return h
-    # 'S' arrays pad with NUL; the per-key length mask keeps padding out of the hash.
-    buf = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(n, width)
+    # 'S' arrays pad with NUL; hashing only each key's own length keeps padding out. Sorting by
+    # length (descending) makes the keys still active at byte j a prefix, so each step is a slice.
+    order = np.argsort(-lengths, kind="stable")
+    cols = np.ascontiguousarray(np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(n, width)[order].T)
+    active = np.searchsorted(-lengths[order], -np.arange(width), side="left")
+    hs = h.copy()
     prime = np.uint64(_FNV_PRIME)
     for j in range(width):
-        active = lengths > j
-        if active.all():
-            h = (h ^ buf[:, j]) * prime
-        else:
-            h[active] = (h[active] ^ buf[active, j]) * prime
+        m = int(active[j])
+        hs[:m] = (hs[:m] ^ cols[j, :m]) * prime
+    h[order] = hs
     return h
 
 
@@ -195,7 +200,8 @@ class ShardTable:
             self.clusters = np.asarray(self.clusters, dtype=np.int32)
             if self.clusters.shape != self.probs.shape:
                 raise ValueError("clusters must align with keys")
-        if self.default_prob is not None and not (math.isfinite(self.default_prob) and self.default_prob >= 0):
+        dp = self.default_prob
+        if dp is not None and not (math.isfinite(dp) and dp >= 0):
             raise ValueError(f"default_prob must be finite and >= 0, got {self.default_prob}")
         self._row = {k: i for i, k in enumerate(self.keys)}
         if len(self._row) != len(self.keys):
@@ -314,9 +320,7 @@ def use_count(
 # --- the reference format ---
 
 
-def iter_ref_json(
-    keys: Iterable[str], probs: Iterable[float], *, decimals: int = PROB_DECIMALS
-) -> Iterator[bytes]:
+def iter_ref_json(keys: Iterable[str], probs: Iterable[float], *, decimals: int = PROB_DECIMALS) -> Iterator[bytes]:
     """Stream the reference ``{__key__: probability}`` JSON object in chunks (constant memory)."""
     yield b"{"
     sep = b""

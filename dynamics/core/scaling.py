@@ -1,15 +1,15 @@
 """Cluster-size scaling: how many samples each cluster should contribute per epoch (DESIGN.md §2, "scale").
 
-With ``n_c`` samples in cluster ``c``, ``N = Σ n_c``, ``T = budget · N`` and exponent ``α``::
+With ``n_c`` samples in cluster ``c``, ``N = Σ n_c``, ``T = budget · N`` and exponent ``alpha``::
 
-    target_c = round(T · n_c^α / Σ_j n_j^α)        # numpy round: half to even, like Python's round()
-    p_c      = round(target_c / n_c, 6)             # probability given to every sample of cluster c
+    target_c = round(T · n_c^alpha / Σ_j n_j^alpha)   # numpy round: half to even, like Python's round()
+    p_c      = round(target_c / n_c, 6)                # probability of every sample of cluster c
 
-``α = 1`` is uniform sampling at rate ``T/N``; ``α = 0`` gives every non-empty cluster the same target
-(MetaCLIP-like flat balancing); ``0 < α < 1`` compresses sizes but keeps their order. ``p_c`` may exceed 1
+``alpha = 1`` is uniform sampling at rate ``T/N``; ``alpha = 0`` gives every non-empty cluster the same target
+(MetaCLIP-like flat balancing); ``0 < alpha < 1`` compresses sizes but keeps their order. ``p_c`` may exceed 1
 for small clusters; the sampler either caps it (reference) or repeats samples (see :mod:`.sampler`).
 
-Empty clusters (``n_c = 0``) get weight 0 for every ``α`` (including ``α = 0``, where ``0**0`` would
+Empty clusters (``n_c = 0``) get weight 0 for every ``alpha`` (including ``alpha = 0``, where ``0**0`` would
 otherwise be 1), target 0 and probability 0: they have no samples to draw, and giving them a share of
 ``T`` would silently shrink the epoch.
 """
@@ -44,7 +44,7 @@ def _check_sizes(sizes: np.ndarray) -> np.ndarray:
 
 
 def cluster_weights(sizes: np.ndarray, alpha: float) -> np.ndarray:
-    """``n_c^α`` as float64, with 0 for empty clusters (also when ``α = 0``)."""
+    """``n_c^alpha`` as float64, with 0 for empty clusters (also when ``alpha = 0``)."""
     sizes = _check_sizes(sizes)
     if not math.isfinite(alpha) or alpha < 0:
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
@@ -53,7 +53,7 @@ def cluster_weights(sizes: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def cluster_targets(sizes: np.ndarray, alpha: float, budget: float) -> np.ndarray:
-    """Per-cluster sample targets ``round(T · n_c^α / Σ_j n_j^α)`` with ``T = budget · N`` (int64).
+    """Per-cluster sample targets ``round(T · n_c^alpha / Σ_j n_j^alpha)`` with ``T = budget · N`` (int64).
 
     ``T`` is kept as the float ``budget · N`` (not rounded first). The expression is evaluated left to
     right as written, ``(T · w_c) / Σ w``, in float64, and rounded half-to-even (``numpy.round``), so

@@ -1,0 +1,165 @@
+"""Spherical k-means fit (FAISS), training-subset selection and nearest-centroid assignment.
+
+DESIGN.md §2: ``faiss.Kmeans(d, k, niter=10, spherical=True)`` on a random subset of the embeddings;
+every sample is then assigned to its nearest kept centroid by inner product.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+
+from dynamics.errors import DynamicsError
+
+# Rows per assignment batch are limited so that the (rows x k) score block stays this small.
+_ASSIGN_SCORE_BYTES = 1 << 28
+
+KMeansInit = Literal["random", "kmeans++"]
+_INIT_METHODS = {"kmeans++": "ClusteringInitMethod_KMEANS_PLUS_PLUS"}
+
+
+@dataclass(frozen=True)
+class KMeansResult:
+    """Output of :func:`fit_spherical_kmeans`."""
+
+    centroids: np.ndarray  # float32 (k, d), rows L2-normalised
+    objective: list[float]  # FAISS objective per iteration (sum of similarities for spherical)
+    iterations: int
+    seconds: float
+    n_train: int  # points FAISS actually trained on (after its max_points_per_centroid cap)
+    gpu: bool
+
+
+def _faiss() -> ModuleType:
+    # Imported lazily: the controller and render path must not need faiss installed.
+    import faiss
+
+    return faiss
+
+
+def gpu_available() -> bool:
+    """Whether this FAISS build has GPU support and sees at least one GPU."""
+    faiss = _faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def _resolve_gpu(gpu: bool | None) -> bool:
+    if gpu is None:
+        return gpu_available()
+    if gpu and not gpu_available():
+        raise DynamicsError(
+            "k-means on GPU was requested but FAISS sees no GPU",
+            hint="install faiss-gpu on a GPU node, or set the clustering device to cpu",
+        )
+    return gpu
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (float32); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def fit_spherical_kmeans(
+    x: np.ndarray,
+    k: int,
+    niter: int,
+    seed: int,
+    *,
+    gpu: bool | None = None,
+    max_points_per_centroid: int = 256,
+    init: KMeansInit = "random",
+    verbose: bool = False,
+) -> KMeansResult:
+    """Fit ``k`` unit-norm centroids to the rows of ``x`` (float32, (n, d)) with FAISS spherical k-means.
+
+    ``gpu=None`` uses a GPU when FAISS has GPU support and one is present; ``gpu=True`` without one is an
+    error. FAISS itself subsamples ``max_points_per_centroid · k`` rows (seeded) when ``n`` is larger.
+    ``init="random"`` (FAISS's default, what the reference uses) seeds centroids with random points;
+    ``"kmeans++"`` needs FAISS >= 1.13 and is steadier when k is small relative to the structure.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-d (n, d), got shape {x.shape}")
+    n, d = x.shape
+    if k < 1 or n < k:
+        raise ValueError(f"need 1 <= k <= n training points, got k={k}, n={n}")
+    use_gpu = _resolve_gpu(gpu)
+    faiss = _faiss()
+    options: dict[str, object] = {}
+    if init != "random":
+        method = getattr(faiss, _INIT_METHODS[init], None)
+        if method is None:
+            raise DynamicsError(f"this FAISS build has no {init} initialisation", hint="use init 'random'")
+        options["init_method"] = method
+    km = faiss.Kmeans(
+        d,
+        k,
+        niter=niter,
+        spherical=True,
+        seed=seed,
+        gpu=use_gpu,
+        max_points_per_centroid=max_points_per_centroid,
+        verbose=verbose,
+        **options,
+    )
+    t0 = time.perf_counter()
+    km.train(x)
+    seconds = time.perf_counter() - t0
+    objective = [float(v) for v in km.obj]
+    return KMeansResult(
+        # FAISS normalises spherical centroids each iteration; re-normalising guards the last step.
+        centroids=l2_normalise(km.centroids).reshape(k, d),
+        objective=objective,
+        iterations=len(objective),
+        seconds=seconds,
+        n_train=min(n, max_points_per_centroid * k),
+        gpu=use_gpu,
+    )
+
+
+def sample_training_subset(part_sizes: list[int], n_train: int, seed: int) -> list[np.ndarray]:
+    """Row indices (sorted int64, local to each part) of a uniform sample without replacement.
+
+    ``n_train`` rows are drawn from all ``Σ part_sizes`` rows at once (all rows if there are fewer),
+    so every row has the same chance regardless of how rows are split into parts. Deterministic for a
+    given ``seed`` and numpy version.
+    """
+    sizes = np.asarray(part_sizes, dtype=np.int64)
+    if sizes.ndim != 1 or (sizes.size and sizes.min() < 0) or n_train < 0:
+        raise ValueError("part_sizes must be non-negative and n_train >= 0")
+    total = int(sizes.sum())
+    if n_train >= total:
+        return [np.arange(s, dtype=np.int64) for s in sizes.tolist()]
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(total, size=n_train, replace=False, shuffle=False))
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    cuts = np.searchsorted(rows, bounds)
+    return [rows[cuts[i] : cuts[i + 1]] - bounds[i] for i in range(sizes.size)]
+
+
+def assign_nearest(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """Index (int32) of the centroid with the largest inner product with each row of ``x``.
+
+    Ties (equal computed scores) go to the lowest centroid index (``argmax`` takes the first maximum).
+    Rows are scored in batches of at most ``batch`` and at most ~256 MiB of scores.
+    """
+    x = np.asarray(x)
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1]:
+        raise ValueError(f"shape mismatch: x {x.shape}, centroids {c.shape}")
+    k = c.shape[0]
+    if k == 0:
+        raise ValueError("no centroids to assign to")
+    rows = max(1, min(batch, _ASSIGN_SCORE_BYTES // (4 * k)))
+    labels = np.empty(x.shape[0], dtype=np.int32)
+    ct = c.T
+    for start in range(0, x.shape[0], rows):
+        chunk = np.asarray(x[start : start + rows], dtype=np.float32)
+        labels[start : start + rows] = np.argmax(chunk @ ct, axis=1)
+    return labels

@@ -1,0 +1,50 @@
+"""Shared pytest fixtures.
+
+S3: ``s3_server`` (one real moto server per session) and ``s3_bucket`` (a fresh bucket per test,
+with the AWS environment pointed at the server).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from s3server import MotoServer, start_moto_server
+
+from dynamics import storage
+
+TEST_ACCESS_KEY = "testing"
+TEST_SECRET_KEY = "testing"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[MotoServer]:
+    """A real moto S3 server on 127.0.0.1 (``.endpoint_url``), shared by the session."""
+    server = start_moto_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """The AWS environment variables pointed at the moto server, with fresh boto3 clients."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for var in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    storage.clear_client_cache()
+    yield s3_server
+    storage.clear_client_cache()
+
+
+@pytest.fixture
+def s3_bucket(s3_env: MotoServer) -> str:
+    """A fresh, uniquely named bucket on the moto server, as ``s3://name``."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    storage.s3_client().create_bucket(Bucket=name)
+    return f"s3://{name}"

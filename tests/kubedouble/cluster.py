@@ -1,0 +1,331 @@
+"""Test-side helpers that play the parts of a cluster the API double does not run.
+
+The double stores objects but runs no controllers: a test plays the Job controller, the Kubeflow
+training operator, the kubelet (pod phases, logs) and the node inventory through :class:`Cluster`.
+Status shapes follow what those components write (Job conditions ``SuccessCriteriaMet``/``Complete``,
+``FailureTarget``/``Failed``, ``completedIndexes``/``failedIndexes``; PyTorchJob conditions
+``Created``/``Running``/``Succeeded``/``Failed``).
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from .resources import JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
+from .store import Obj, Store, now_rfc3339
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+KF_JOB_NAME = "training.kubeflow.org/job-name"
+KF_REPLICA_TYPE = "training.kubeflow.org/replica-type"
+KF_REPLICA_INDEX = "training.kubeflow.org/replica-index"
+KF_OPERATOR = "training.kubeflow.org/operator-name"
+GPU = "nvidia.com/gpu"
+
+
+def compress_indexes(indexes: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"`` (the Job status interval format)."""
+    out: list[str] = []
+    for i in sorted(set(indexes)):
+        if out and "-" in out[-1] and int(out[-1].split("-")[1]) == i - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        elif out and "-" not in out[-1] and int(out[-1]) == i - 1:
+            out[-1] = f"{out[-1]}-{i}"
+        else:
+            out.append(str(i))
+    return ",".join(out)
+
+
+def _condition(kind: str, status: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+    now = now_rfc3339()
+    return {
+        "type": kind,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message,
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+    }
+
+
+def _owner_ref(obj: Obj) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+class Cluster:
+    """Plays the job controller, the training operator, the kubelet and the nodes for one double."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- nodes ---
+    def add_node(self, name: str, *, gpus: int = 0, labels: dict[str, str] | None = None) -> Obj:
+        """Create a Node with ``gpus`` ``nvidia.com/gpu`` capacity."""
+        resources = {"cpu": "16", "memory": "128Gi", **({GPU: str(gpus)} if gpus else {})}
+        node = self.store.create(NODES, None, {"metadata": {"name": name, "labels": labels or {}}})
+        node["status"] = {
+            "capacity": resources,
+            "allocatable": dict(resources),
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
+        return self.store.replace(NODES, None, name, node, status=True)
+
+    # --- pods and logs ---
+    def create_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        owner: Obj | None = None,
+        labels: dict[str, str] | None = None,
+        spec: dict[str, Any] | None = None,
+        phase: str = "Running",
+        log: str | None = None,
+    ) -> Obj:
+        """Create a pod (owned by ``owner``), move it to ``phase`` and give its first container ``log``."""
+        meta: dict[str, Any] = {"name": name, "labels": labels or {}}
+        if owner is not None:
+            meta["ownerReferences"] = [_owner_ref(owner)]
+        spec = copy.deepcopy(spec) if spec else {"containers": [{"name": "main", "image": "busybox"}]}
+        self.store.create(PODS, namespace, {"metadata": meta, "spec": spec})
+        self.set_pod_phase(namespace, name, phase)
+        if log is not None:
+            self.set_log(namespace, name, log)
+        return self.store.get(PODS, namespace, name)
+
+    def set_pod_phase(self, namespace: str, name: str, phase: str, *, exit_code: int | None = None) -> Obj:
+        """Write ``status.phase`` and matching container states (terminated for Succeeded/Failed)."""
+        pod = self.store.get(PODS, namespace, name)
+        statuses = []
+        for c in pod["spec"].get("containers", []):
+            if phase in ("Succeeded", "Failed"):
+                code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
+                state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
+            elif phase == "Running":
+                state = {"running": {"startedAt": now_rfc3339()}}
+            else:
+                state = {"waiting": {"reason": "ContainerCreating"}}
+            image = c.get("image", "")
+            statuses.append(
+                {
+                    "name": c["name"],
+                    "image": image,
+                    "imageID": f"{image}@sha256:{'0' * 64}",
+                    "ready": phase == "Running",
+                    "restartCount": 0,
+                    "state": state,
+                }
+            )
+        pod["status"] = {"phase": phase, "containerStatuses": statuses, "startTime": now_rfc3339()}
+        return self.store.replace(PODS, namespace, name, pod, status=True)
+
+    def set_log(
+        self, namespace: str, pod: str, text: str, *, container: str | None = None, append: bool = False
+    ) -> None:
+        """Set (or append to) a container's log; the first container when none is named."""
+        if container is None:
+            container = self.store.get(PODS, namespace, pod)["spec"]["containers"][0]["name"]
+        self.store.set_log(namespace, pod, container, text, append=append)
+
+    def pods(self, namespace: str, **labels: str) -> list[Obj]:
+        """Pods in ``namespace`` carrying all of ``labels``."""
+        items, _ = self.store.list(
+            PODS,
+            namespace,
+            lambda o: all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items()),
+        )
+        return items
+
+    # --- batch/v1 Jobs (the job controller's part) ---
+    def job(self, namespace: str, name: str) -> Obj:
+        """The Job as stored."""
+        return self.store.get(JOBS, namespace, name)
+
+    def start_job(self, namespace: str, name: str, *, count: int | None = None, log: str | None = None) -> list[Obj]:
+        """Create the Job's pods (Running; one per completion index) and mark it active."""
+        job = self.job(namespace, name)
+        spec = job["spec"]
+        indexed = spec.get("completionMode") == "Indexed"
+        count = count if count is not None else int(spec.get("completions") or 1)
+        template = spec.get("template", {})
+        pods = []
+        for i in range(count):
+            labels = dict(template.get("metadata", {}).get("labels") or {})
+            pod_name = f"{name}-{i}-{uuid.uuid4().hex[:5]}" if indexed else f"{name}-{uuid.uuid4().hex[:5]}"
+            if indexed:
+                labels[JOB_INDEX_LABEL] = str(i)
+            pods.append(
+                self.create_pod(namespace, pod_name, owner=job, labels=labels, spec=template.get("spec"), log=log)
+            )
+        self._write_status(JOBS, namespace, name, {"startTime": now_rfc3339(), "active": count, "ready": count})
+        return pods
+
+    def progress_job(self, namespace: str, name: str, succeeded: list[int]) -> Obj:
+        """Record some completed indexes of a still-running Job."""
+        job = self.job(namespace, name)
+        status = dict(job.get("status") or {})
+        status.update({"succeeded": len(succeeded), "completedIndexes": compress_indexes(succeeded)})
+        status["active"] = max(int(job["spec"].get("completions") or 1) - len(succeeded), 0)
+        return self._write_status(JOBS, namespace, name, status)
+
+    def succeed_job(self, namespace: str, name: str) -> Obj:
+        """Finish a Job successfully: every index completed, ``Complete=True``; its pods Succeeded."""
+        job = self.job(namespace, name)
+        completions = int(job["spec"].get("completions") or 1)
+        status = dict(job.get("status") or {})
+        status.setdefault("startTime", now_rfc3339())
+        status.update(
+            {
+                "succeeded": completions,
+                "active": 0,
+                "ready": 0,
+                "terminating": 0,
+                "completionTime": now_rfc3339(),
+                "uncountedTerminatedPods": {},
+                "conditions": [
+                    _condition(
+                        "SuccessCriteriaMet",
+                        True,
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                    ),
+                    _condition("Complete", True, "CompletionsReached", "Reached expected number of succeeded pods"),
+                ],
+            }
+        )
+        if job["spec"].get("completionMode") == "Indexed":
+            status["completedIndexes"] = compress_indexes(list(range(completions)))
+        self._finish_pods(namespace, name, failed=set())
+        return self._write_status(JOBS, namespace, name, status)
+
+    def fail_job(self, namespace: str, name: str, *, failed_indexes: list[int] | None = None) -> Obj:
+        """Fail a Job: with ``failed_indexes`` as ``FailedIndexes`` (backoffLimitPerIndex), else backoff."""
+        job = self.job(namespace, name)
+        completions = int(job["spec"].get("completions") or 1)
+        status = dict(job.get("status") or {})
+        status.setdefault("startTime", now_rfc3339())
+        if failed_indexes:
+            reason, message = "FailedIndexes", "Job has failed indexes"
+            done = [i for i in range(completions) if i not in failed_indexes]
+            status.update(
+                {
+                    "failedIndexes": compress_indexes(failed_indexes),
+                    "failed": len(failed_indexes),
+                    "succeeded": len(done),
+                    "completedIndexes": compress_indexes(done),
+                }
+            )
+        else:
+            reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            status["failed"] = int(job["spec"].get("backoffLimit", 6)) + 1
+        status.update(
+            {
+                "active": 0,
+                "ready": 0,
+                "terminating": 0,
+                "conditions": [
+                    _condition("FailureTarget", True, reason, message),
+                    _condition("Failed", True, reason, message),
+                ],
+            }
+        )
+        self._finish_pods(namespace, name, failed=set(failed_indexes or []) if failed_indexes else None)
+        return self._write_status(JOBS, namespace, name, status)
+
+    def _finish_pods(self, namespace: str, job: str, failed: set[int] | None) -> None:
+        """Pods of failed indexes (all pods when ``failed`` is None) end Failed, the rest Succeeded."""
+        for pod in self.pods(namespace, **{JOB_NAME_LABEL: job}):
+            index = pod["metadata"]["labels"].get(JOB_INDEX_LABEL)
+            is_failed = failed is None or (index is not None and int(index) in failed)
+            self.set_pod_phase(namespace, pod["metadata"]["name"], "Failed" if is_failed else "Succeeded")
+
+    # --- kubeflow.org/v1 PyTorchJobs (the training operator's part) ---
+    def pytorchjob(self, namespace: str, name: str) -> Obj:
+        """The PyTorchJob as stored."""
+        return self.store.get(PYTORCHJOBS, namespace, name)
+
+    def start_pytorchjob(self, namespace: str, name: str, *, log: str | None = None) -> list[Obj]:
+        """Create Master/Worker pods like the operator does and mark the job Running."""
+        job = self.pytorchjob(namespace, name)
+        pods, replica_statuses = [], {}
+        for rtype, rspec in (job["spec"].get("pytorchReplicaSpecs") or {}).items():
+            replicas = int(rspec.get("replicas", 1))
+            template = rspec.get("template", {})
+            for i in range(replicas):
+                labels = dict(template.get("metadata", {}).get("labels") or {})
+                labels.update(
+                    {
+                        KF_JOB_NAME: name,
+                        KF_REPLICA_TYPE: rtype.lower(),
+                        KF_REPLICA_INDEX: str(i),
+                        KF_OPERATOR: "pytorchjob-controller",
+                    }
+                )
+                pods.append(
+                    self.create_pod(
+                        namespace,
+                        f"{name}-{rtype.lower()}-{i}",
+                        owner=job,
+                        labels=labels,
+                        spec=template.get("spec"),
+                        log=log,
+                    )
+                )
+            replica_statuses[rtype] = {"active": replicas}
+        self._write_status(
+            PYTORCHJOBS,
+            namespace,
+            name,
+            {
+                "startTime": now_rfc3339(),
+                "replicaStatuses": replica_statuses,
+                "conditions": [
+                    _condition("Created", True, "PyTorchJobCreated", f"PyTorchJob {name} is created."),
+                    _condition("Running", True, "PyTorchJobRunning", f"PyTorchJob {name} is running."),
+                ],
+            },
+        )
+        return pods
+
+    def finish_pytorchjob(self, namespace: str, name: str, *, succeeded: bool, message: str | None = None) -> Obj:
+        """Write the operator's terminal condition: ``Succeeded`` or ``Failed`` (with ``message``)."""
+        job = self.pytorchjob(namespace, name)
+        if succeeded:
+            final = _condition(
+                "Succeeded",
+                True,
+                "PyTorchJobSucceeded",
+                message or f"PyTorchJob {name} is successfully completed.",
+            )
+        else:
+            final = _condition(
+                "Failed",
+                True,
+                "PyTorchJobFailed",
+                message or f"PyTorchJob {name} is failed because 1 Worker replica(s) failed.",
+            )
+        status = dict(job.get("status") or {})
+        status["conditions"] = [
+            _condition("Created", True, "PyTorchJobCreated", f"PyTorchJob {name} is created."),
+            _condition("Running", False, "PyTorchJobRunning", f"PyTorchJob {name} is running."),
+            final,
+        ]
+        status["completionTime"] = now_rfc3339()
+        for pod in self.pods(namespace, **{KF_JOB_NAME: name}):
+            self.set_pod_phase(namespace, pod["metadata"]["name"], "Succeeded" if succeeded else "Failed")
+        return self._write_status(PYTORCHJOBS, namespace, name, status)
+
+    def _write_status(self, rt: ResourceType, namespace: str, name: str, status: dict[str, Any]) -> Obj:
+        obj = self.store.get(rt, namespace, name)
+        obj["status"] = status
+        return self.store.replace(rt, namespace, name, obj, status=True)
