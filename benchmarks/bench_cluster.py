@@ -67,9 +67,7 @@ def bench_refine(k: int, d: int, rng: np.random.Generator) -> str:
 
 def bench_fit_assign(n: int, k: int, d: int, niter: int, rng: np.random.Generator) -> str:
     centres = l2_normalise(rng.standard_normal((k, d), dtype=np.float32))
-    x = l2_normalise(
-        centres[rng.integers(0, k, n)] + 0.04 * rng.standard_normal((n, d), dtype=np.float32)
-    )
+    x = l2_normalise(centres[rng.integers(0, k, n)] + 0.04 * rng.standard_normal((n, d), dtype=np.float32))
     res = fit_spherical_kmeans(x, k, niter=niter, seed=0, gpu=False)
     fit_rate = res.n_train * res.iterations / res.seconds
     print(f"fit done: {res.seconds:.1f} s", file=sys.stderr)

@@ -49,7 +49,7 @@ def main() -> None:
     print(f"labels generated and counted ({t_count:.2f} s counting)", file=sys.stderr)
 
     t0 = time.perf_counter()
-    _, probs, report = scale(sizes, alpha=0.2, budget=0.5, mode="cap")
+    _, _, report = scale(sizes, alpha=0.2, budget=0.5, mode="cap")
     t_scale = time.perf_counter() - t0
 
     print(

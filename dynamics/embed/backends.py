@@ -150,7 +150,7 @@ class Dinov2Backend(_TorchBackend):
         model_dir = _fetch_model_dir(model_ref, cfg)
         try:
             model = AutoModel.from_pretrained(model_dir)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DynamicsError(f"cannot load DINOv2 model '{model_ref}': {exc}",
                                 hint="set embed.model to a Hugging Face id or a save_pretrained() directory "
                                 "(local or s3://)") from exc

@@ -1,0 +1,177 @@
+{{/*
+Names and labels. The label keys and values match dynamics/constants.py (a test checks it), so
+`kubectl -l dynamics.io/run=NAME` and the controller's selectors see chart-made objects exactly as
+they see the objects `dynamics-submit` makes.
+*/}}
+
+{{/* Chart name and version, for the helm.sh/chart label. */}}
+{{- define "dynamics.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels Helm adds to every object of the release. */}}
+{{- define "dynamics.helmLabels" -}}
+helm.sh/chart: {{ include "dynamics.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{/*
+Labels of the namespace objects (ServiceAccount, RBAC, defaults, test Pod).
+Call with (dict "ctx" $ "component" "rbac").
+*/}}
+{{- define "dynamics.labels" -}}
+app.kubernetes.io/name: dynamics
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: dynamics
+{{ include "dynamics.helmLabels" .ctx }}
+{{- end }}
+
+{{/*
+Labels of a run's objects: identical to dynamics.render.pod.labels(spec, component), so that the
+controller manages a chart-made run like a submitted one. Call with (dict "run" $run "component" "run").
+*/}}
+{{- define "dynamics.runLabels" -}}
+app.kubernetes.io/name: dynamics
+app.kubernetes.io/instance: {{ .run.name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: dynamics
+dynamics.io/run: {{ .run.name }}
+dynamics.io/stage: {{ .component }}
+{{- end }}
+
+{{/* Workload labels: the run labels plus Kueue's queue label (render.pod.workload_labels). */}}
+{{- define "dynamics.workloadLabels" -}}
+{{ include "dynamics.runLabels" . }}
+{{- with dig "kubernetes" "queueName" "" .run }}
+kueue.x-k8s.io/queue-name: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* True ("true") when this release is a run. */}}
+{{- define "dynamics.isRun" -}}
+{{- if .Values.run }}true{{- end }}
+{{- end }}
+
+{{/* Whether to create the ServiceAccount: explicit value, else only for a namespace install. */}}
+{{- define "dynamics.createServiceAccount" -}}
+{{- $create := .Values.serviceAccount.create }}
+{{- if kindIs "invalid" $create }}{{ $create = not .Values.run }}{{ end }}
+{{- if $create }}true{{ end }}
+{{- end }}
+
+{{/* Whether to create the Role and RoleBinding: explicit value, else as the ServiceAccount. */}}
+{{- define "dynamics.createRbac" -}}
+{{- $create := .Values.rbac.create }}
+{{- if kindIs "invalid" $create }}{{ $create = include "dynamics.createServiceAccount" . }}{{ end }}
+{{- if $create }}true{{ end }}
+{{- end }}
+
+{{/* A stage image reference "repository:tag" from .Values.images.<stage>. */}}
+{{- define "dynamics.image" -}}
+{{- printf "%s:%s" .repository .tag }}
+{{- end }}
+
+{{/* The run's namespace (the spec's default is "default"). */}}
+{{- define "dynamics.runNamespace" -}}
+{{- dig "namespace" "default" .Values.run }}
+{{- end }}
+
+{{/*
+Run-level checks: the release namespace must be the run's, and a pytorchjob launcher needs the CRD.
+*/}}
+{{- define "dynamics.validateRun" -}}
+{{- $run := .Values.run }}
+{{- $ns := include "dynamics.runNamespace" . }}
+{{- if ne $ns .Release.Namespace }}
+{{- fail (printf "run %q belongs in namespace %q (run.namespace) but the release is in %q: install with `-n %s`, or change run.namespace" $run.name $ns .Release.Namespace $ns) }}
+{{- end }}
+{{- $launcher := dig "train" "launcher" "pytorchjob" $run }}
+{{- if and .Values.checkPrerequisites (eq $launcher "pytorchjob") (not (.Capabilities.APIVersions.Has "kubeflow.org/v1/PyTorchJob")) }}
+{{- fail (printf "run %q trains with launcher \"pytorchjob\" but this cluster has no kubeflow.org/v1 PyTorchJob. Ask an admin to install the Kubeflow training operator:\n  kubectl apply --server-side -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0\"\nor set run.train.launcher: indexed-job (an Indexed Job + headless Service, no operator needed)." $run.name) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The run spec as YAML for the ConfigMap's spec.yaml: top-level keys in the spec's order, then any
+other key. Helm holds numbers as float64 and writes small ones as "1e-07"; YAML 1.1 readers
+(PyYAML) take that for a string, so give such a scalar its decimal point ("1.0e-07").
+*/}}
+{{- define "dynamics.specYaml" -}}
+{{- $run := .Values.run }}
+{{- $order := list "apiVersion" "kind" "name" "namespace" "storage" "data" "images" "embed" "cluster" "sample" "train" "eval" "kubernetes" }}
+{{- $out := list }}
+{{- range $order }}
+{{- if hasKey $run . }}
+{{- $out = append $out (toYaml (dict . (get $run .))) }}
+{{- end }}
+{{- end }}
+{{- $rest := omit $run "apiVersion" "kind" "name" "namespace" "storage" "data" "images" "embed" "cluster" "sample" "train" "eval" "kubernetes" }}
+{{- if $rest }}
+{{- $out = append $out (toYaml $rest) }}
+{{- end }}
+{{- $text := join "\n" $out }}
+{{- regexReplaceAll "(?m)^((?: *- )* *(?:[^ :'\"#\n][^:\n]*: +)?-?[0-9]+)([eE][-+]?[0-9]+)$" $text "${1}.0${2}" }}
+{{- end }}
+
+{{/* Container security context of every container ('restricted' Pod Security Standard). */}}
+{{- define "dynamics.containerSecurity" -}}
+allowPrivilegeEscalation: false
+capabilities:
+  drop:
+    - ALL
+runAsNonRoot: true
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod security context (render.pod.pod_security). Call with the run's user id. */}}
+{{- define "dynamics.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: {{ toYaml . }}
+runAsGroup: {{ toYaml . }}
+fsGroup: {{ toYaml . }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+S3 environment (render.pod.env): endpoint, region, and credentials only by Secret reference.
+Call with (dict "endpoint" .. "region" .. "secret" ..).
+*/}}
+{{- define "dynamics.s3Env" -}}
+{{- with .endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .region }}
+- name: AWS_DEFAULT_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .secret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+
+{{/* Tolerations without null fields (render.pod.pod_spec dumps them with exclude_none). */}}
+{{- define "dynamics.tolerations" -}}
+{{- $out := list }}
+{{- range . }}
+{{- $t := dict }}
+{{- range $k, $v := . }}
+{{- if not (kindIs "invalid" $v) }}{{ $_ := set $t $k $v }}{{ end }}
+{{- end }}
+{{- $out = append $out $t }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}

@@ -1,0 +1,163 @@
+"""The controller's decision: ``next_actions(spec, observed) -> actions``. Pure: no I/O, no clock.
+
+Level-triggered: the decision depends only on what exists now (the run's objects, found by label)
+and on the status recorded in the run ConfigMap, never on what a previous controller did in
+memory. Stages run strictly in pipeline order; a stage starts when every earlier stage succeeded;
+its objects are created only if missing, so a restarted controller never creates a duplicate.
+
+Stage state machine (per stage)::
+
+    Pending --create objects--> Running --Complete/Succeeded--> Succeeded
+                                   \\----Failed condition-----> Failed  (the run fails)
+
+Run phase: Pending until the first stage's workload exists, Running while stages run, Succeeded
+when all stages succeeded, Failed as soon as one stage failed. A terminal recorded phase is sticky:
+a controller restarted after the end of a run does nothing (even if TTL removed finished Jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from dynamics.constants import Stage
+from dynamics.controller.state import (
+    KIND_PYTORCHJOB,
+    WORKLOAD_KINDS,
+    Obj,
+    Phase,
+    RunStatus,
+    StageState,
+    workload_state,
+)
+from dynamics.render import render_stage, stages_of
+from dynamics.spec import RunSpec
+
+ObjectKey = tuple[str, str]  # (kind, name)
+
+CRD_MISSING_REASON = (
+    "the PyTorchJob CRD (kubeflow.org/v1) is not installed in this cluster: ask an admin to install the "
+    "Kubeflow training operator, or set train.launcher: indexed-job"
+)
+
+
+def key_of(obj: Obj) -> ObjectKey:
+    """The (kind, name) identity of an object within the run's namespace."""
+    return obj["kind"], obj["metadata"]["name"]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the controller saw: the run's live objects, the recorded status, the API's gaps."""
+
+    objects: Mapping[ObjectKey, Obj] = field(default_factory=dict)
+    recorded: RunStatus | None = None
+    unserved_kinds: frozenset[str] = frozenset()  # kinds the API server does not serve (no CRD)
+
+    @classmethod
+    def of(cls, objects: Iterable[Obj], recorded: RunStatus | None = None,
+           unserved_kinds: Iterable[str] = ()) -> Observed:
+        """Build from a flat list of live objects."""
+        return cls({key_of(o): o for o in objects}, recorded, frozenset(unserved_kinds))
+
+
+@dataclass(frozen=True)
+class CreateObject:
+    """Create one rendered object of ``stage`` (it does not exist yet)."""
+
+    stage: Stage
+    obj: Obj
+
+
+@dataclass(frozen=True)
+class WriteStatus:
+    """Record the run's status in the run ConfigMap (the shell skips unchanged writes)."""
+
+    status: RunStatus
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The run ended: the controller exits."""
+
+    phase: Phase
+    reason: str | None = None
+
+
+Action = CreateObject | WriteStatus | Finish
+
+
+def _workload(objects: list[Obj]) -> Obj | None:
+    return next((o for o in reversed(objects) if o["kind"] in WORKLOAD_KINDS), None)
+
+
+def _unserved(spec: RunSpec, stage: Stage, observed: Observed) -> StageState | None:
+    workload = _workload(render_stage(spec, stage))
+    if workload is not None and workload["kind"] in observed.unserved_kinds:
+        return StageState(stage, Phase.FAILED, reason=CRD_MISSING_REASON)
+    return None
+
+
+def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
+    """One stage's state: from its live workload, else as recorded (TTL may have removed it)."""
+    workload = _workload(render_stage(spec, stage))
+    if workload is None:
+        return StageState(stage, Phase.SUCCEEDED, reason="nothing to run")
+    if unserved := _unserved(spec, stage, observed):
+        return unserved
+    live = observed.objects.get(key_of(workload))
+    if live is not None:
+        return workload_state(stage, live)
+    recorded = observed.recorded.stage_state(stage) if observed.recorded else None
+    if recorded is not None and recorded.phase.terminal:
+        return recorded
+    return StageState(stage, Phase.PENDING)
+
+
+def stage_states(spec: RunSpec, observed: Observed) -> list[StageState]:
+    """Every stage's state in pipeline order; stages after an unfinished one are Pending.
+
+    A later stage whose workload kind the API does not serve fails at once (fail fast: don't embed
+    for hours and then find that the trainer cannot be launched).
+    """
+    out: list[StageState] = []
+    blocked = False
+    for stage in stages_of(spec):
+        waiting = _unserved(spec, stage, observed) or StageState(stage)
+        state = waiting if blocked else stage_state(spec, stage, observed)
+        blocked = blocked or state.phase is not Phase.SUCCEEDED
+        out.append(state)
+    return out
+
+
+def run_status(states: list[StageState]) -> RunStatus:
+    """The run's phase, current stage and failure reason from its stages' states."""
+    stages = tuple(states)
+    failed = next((s for s in states if s.phase is Phase.FAILED), None)
+    if failed is not None:
+        reason = f"stage {failed.stage.value} failed: {failed.reason or 'unknown reason'}"
+        return RunStatus(Phase.FAILED, failed.stage, reason, stages)
+    current = next((s for s in states if s.phase is not Phase.SUCCEEDED), None)
+    if current is None:
+        return RunStatus(Phase.SUCCEEDED, None, None, stages)
+    started = any(s.phase is not Phase.PENDING for s in states)
+    return RunStatus(Phase.RUNNING if started else Phase.PENDING, current.stage, None, stages)
+
+
+def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
+    """What to do now. Ends with ``Finish`` when the run is over; otherwise the shell waits and asks again."""
+    recorded = observed.recorded
+    if recorded is not None and recorded.phase.terminal:
+        return [Finish(recorded.phase, recorded.reason)]
+    states = stage_states(spec, observed)
+    status = run_status(states)
+    if status.phase.terminal:
+        return [WriteStatus(status), Finish(status.phase, status.reason)]
+    assert status.stage is not None
+    missing = [o for o in render_stage(spec, status.stage) if key_of(o) not in observed.objects]
+    return [*(CreateObject(status.stage, o) for o in missing), WriteStatus(status)]
+
+
+def needs_pytorchjob(spec: RunSpec) -> bool:
+    """Whether any stage of this run creates a PyTorchJob (so the CRD must be served)."""
+    return any(o["kind"] == KIND_PYTORCHJOB for s in stages_of(spec) for o in render_stage(spec, s))
