@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from s3server import start_moto_server  # noqa: E402
+from s3server import start_moto_server
 
-from dynamics import storage  # noqa: E402
-from dynamics.demo import generate_demo_data  # noqa: E402
-from dynamics.embed.run import embed_part  # noqa: E402
-from dynamics.layout import RunPaths  # noqa: E402
-from dynamics.specio import validate  # noqa: E402
+from dynamics import storage
+from dynamics.demo import generate_demo_data
+from dynamics.embed.run import embed_part
+from dynamics.layout import RunPaths
+from dynamics.specio import validate
 
 
 def _spec(workdir: str, pattern: str, n: int, backend: dict, workers: int):

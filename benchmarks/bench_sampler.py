@@ -4,7 +4,7 @@ Setup (not timed): N keys in ``--shards`` shards, each sample in one of K long-t
 p_c from the scale step (alpha=0.2, budget=0.5). Written once as one ``.npz`` ShardTable per shard and
 as the reference's single ``{__key__: p}`` JSON file.
 
-Each approach then runs one epoch in its own subprocess (so ``ru_maxrss`` is its own peak) the way a
+Each approach then runs one epoch in its own subprocess (so its peak RSS, VmHWM, is its own) the way a
 data-loader worker would see the data: shard after shard, key after key.
 
 * ``tables``: load the shard's table, decide the whole shard with ``uses`` (vectorised);
@@ -46,6 +46,17 @@ def table_path(root: Path, shard: int) -> Path:
 
 
 def maxrss_mib() -> float:
+    """Peak resident memory of this process so far, MiB.
+
+    VmHWM belongs to the process image and restarts at exec; ``ru_maxrss`` would also carry the
+    parent's peak from before the fork, which here is the whole benchmark setup.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     hooks = []
-    for module_name in ("dynamics.controller.cli", "dynamics.extra_cli"):
+    for module_name in ("dynamics.tools_cli", "dynamics.controller.cli"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

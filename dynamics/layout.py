@@ -73,6 +73,11 @@ class RunPaths:
         return self._p(C.DIR_CLUSTER, "kept.npy")
 
     @property
+    def kept_index(self) -> str:
+        """Original centroid ids of the kept centroids (kept.npy row i is centroids.npy row kept_index[i])."""
+        return self._p(C.DIR_CLUSTER, "kept_index.npy")
+
+    @property
     def fit_json(self) -> str:
         return self._p(C.DIR_CLUSTER, "fit.json")
 

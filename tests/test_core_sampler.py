@@ -193,3 +193,25 @@ def test_reference_json_export() -> None:
     assert json.loads(export_ref_json([], [])) == {}
     with pytest.raises(ValueError):
         export_ref_json(["a"], [float("nan")])
+
+
+@pytest.mark.parametrize("mode", ["cap", "repeat"])
+def test_decisions_follow_the_documented_formula(mode: sampler.SampleMode) -> None:
+    probs = np.random.default_rng(3).uniform(0, 3, 500).astype(np.float32)
+    keys = [f"key-{i}" for i in range(500)]
+    table = ShardTable.from_keys(keys, probs)
+    got = uses(table, keys, seed=9, epoch=4, shard_index=2, mode=mode)
+    for key, p32, copies in zip(keys, probs.tolist(), got.tolist(), strict=True):
+        u = uniform(key, seed=9, epoch=4, shard_index=2)
+        want = int(u < min(p32, 1.0)) if mode == "cap" else int(p32) + int(u < p32 - int(p32))
+        assert copies == want
+
+
+def test_cached_decisions_follow_the_arguments() -> None:
+    table = ShardTable.from_keys(KEYS[:2000], np.full(2000, 1.5, dtype=np.float32))
+    fresh = ShardTable.from_keys(KEYS[:2000], np.full(2000, 1.5, dtype=np.float32))
+    for epoch, mode in [(0, "cap"), (1, "cap"), (1, "repeat"), (0, "cap"), (0, "repeat")]:
+        one = [use_count(table, k, seed=1, epoch=epoch, shard_index=0, mode=mode) for k in KEYS[:2000:7]]
+        ref = uses(fresh, KEYS[:2000:7], seed=1, epoch=epoch, shard_index=0, mode=mode).tolist()
+        assert one == ref
+    assert not table.decide(seed=1, epoch=0, shard_index=0).flags.writeable

@@ -55,8 +55,9 @@ class Observed:
     unserved_kinds: frozenset[str] = frozenset()  # kinds the API server does not serve (no CRD)
 
     @classmethod
-    def of(cls, objects: Iterable[Obj], recorded: RunStatus | None = None,
-           unserved_kinds: Iterable[str] = ()) -> Observed:
+    def of(
+        cls, objects: Iterable[Obj], recorded: RunStatus | None = None, unserved_kinds: Iterable[str] = ()
+    ) -> Observed:
         """Build from a flat list of live objects."""
         return cls({key_of(o): o for o in objects}, recorded, frozenset(unserved_kinds))
 

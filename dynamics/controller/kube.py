@@ -7,6 +7,7 @@ a :class:`~dynamics.errors.KubeError` that names the call, the namespace and a f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -183,6 +184,10 @@ class Kube:
     def namespace(self) -> str:
         """The namespace every namespaced call goes to."""
         return self.endpoint.namespace
+
+    def in_namespace(self, namespace: str) -> Kube:
+        """The same connection, working in another namespace."""
+        return Kube(self.api, dataclasses.replace(self.endpoint, namespace=namespace))
 
     # --- transport and errors ---
     def _call(

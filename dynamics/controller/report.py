@@ -65,16 +65,21 @@ def _table(rows: list[list[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
-def status_report(
-    run: str, namespace: str, status: RunStatus, pods: Mapping[Stage, Counter[str]]
-) -> str:
+def status_report(run: str, namespace: str, status: RunStatus, pods: Mapping[Stage, Counter[str]]) -> str:
     """The ``dynamics status`` output: a header line, a stage table, and the failure reason."""
     where = f" (stage {status.stage.value})" if status.stage and not status.phase.terminal else ""
     lines = [f"run {run} in namespace {namespace}: {status.phase.value}{where}", ""]
     rows = [["STAGE", "STATE", "PROGRESS", "OBJECT", "PODS"]]
     for state in status.stages:
-        rows.append([state.stage.value, state.phase.value, _progress(state), state.object or "-",
-                     _pods_cell(pods.get(state.stage))])
+        rows.append(
+            [
+                state.stage.value,
+                state.phase.value,
+                _progress(state),
+                state.object or "-",
+                _pods_cell(pods.get(state.stage)),
+            ]
+        )
     lines += _table(rows)
     if status.reason:
         lines += ["", f"reason: {status.reason}"]

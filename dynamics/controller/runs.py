@@ -104,7 +104,11 @@ def write_status(kube: Kube, record: RunRecord, status: RunStatus) -> bool:
 
 
 def delete_run(
-    kube: Kube, run: str, *, timeout_s: float = 300.0, interval_s: float = 1.0,
+    kube: Kube,
+    run: str,
+    *,
+    timeout_s: float = 300.0,
+    interval_s: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Delete the run ConfigMap and wait until it and every object of the run are gone.

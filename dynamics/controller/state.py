@@ -144,8 +144,14 @@ def job_state(stage: Stage, job: Obj) -> StageState:
     spec, status = job.get("spec") or {}, job.get("status") or {}
     total = int(spec.get("completions") or 1)
     done, active, failed = (int(status.get(k) or 0) for k in ("succeeded", "active", "failed"))
-    common = {"stage": stage, "object": object_ref(job), "done": done, "total": total,
-              "active": active, "failed": failed}
+    common = {
+        "stage": stage,
+        "object": object_ref(job),
+        "done": done,
+        "total": total,
+        "active": active,
+        "failed": failed,
+    }
     if _true_condition(job, (JobCondition.COMPLETE,)):
         return StageState(phase=Phase.SUCCEEDED, **common)
     if cond := _true_condition(job, (JobCondition.FAILED,)):

@@ -178,6 +178,10 @@ class ShardTable:
     holding the keys, float32 probabilities and optional cluster ids; key hashes are recomputed on
     load so a table can never disagree with the hash definition). ``misses`` counts lookups of keys
     absent from the table, which were given ``default_prob`` (``None``: raise ``KeyError`` instead).
+
+    The decisions for all rows are computed in one vectorised pass on first use for a given
+    (seed, epoch, shard_index, mode) and cached (one entry), so a per-sample loader pays only a dict
+    lookup per sample.
     """
 
     keys: tuple[str, ...]
@@ -187,8 +191,9 @@ class ShardTable:
     misses: int = 0
     hashes: np.ndarray = field(init=False, repr=False)
     _row: dict[str, int] = field(init=False, repr=False)
-    _hash_list: list[int] = field(init=False, repr=False)
-    _prob_list: list[float] = field(init=False, repr=False)
+    _decided: tuple[tuple[int, int, int, str], np.ndarray, list[int]] | None = field(
+        init=False, repr=False, default=None
+    )
 
     def __post_init__(self) -> None:
         self.probs = np.ascontiguousarray(self.probs, dtype=np.float32)
@@ -207,9 +212,6 @@ class ShardTable:
         if len(self._row) != len(self.keys):
             raise ValueError("duplicate __key__ in one shard table")
         self.hashes = key_hashes(self.keys)
-        # Python-level copies make the per-sample path (use_count) free of numpy scalar overhead.
-        self._hash_list = self.hashes.tolist()
-        self._prob_list = self.probs.astype(np.float64).tolist()
 
     @classmethod
     def from_keys(
@@ -231,32 +233,38 @@ class ShardTable:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def lookup(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(probability float64, key hash uint64) per key; missing keys get ``default_prob``, counted."""
-        rows = np.fromiter((self._row.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        found = rows >= 0
-        probs = np.empty(rows.size, dtype=np.float64)
-        hashes = np.empty(rows.size, dtype=np.uint64)
-        probs[found] = self.probs[rows[found]]
-        hashes[found] = self.hashes[rows[found]]
-        missing = np.flatnonzero(~found)
-        if missing.size:
-            probs[missing] = self._missing_prob(keys[int(missing[0])], int(missing.size))
-            hashes[missing] = key_hashes([keys[int(i)] for i in missing])
-        return probs, hashes
+    def row(self, key: str) -> int | None:
+        """Row of ``key`` in this table, or None."""
+        return self._row.get(key)
 
-    def lookup_one(self, key: str) -> tuple[float, int]:
-        """(probability, key hash) of one key; see :meth:`lookup`."""
-        row = self._row.get(key)
-        if row is None:
-            return self._missing_prob(key, 1), key_hash(key)
-        return self._prob_list[row], self._hash_list[row]
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        """Row of each key (int64), -1 where missing. Does not count misses."""
+        if len(keys) == len(self.keys) and list(keys) == list(self.keys):
+            # The common case: the whole shard in table order (one C-level comparison).
+            return np.arange(len(keys), dtype=np.int64)
+        return np.fromiter((self._row.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
-    def _missing_prob(self, example: str, count: int) -> float:
+    def missing_prob(self, keys: Sequence[str]) -> float:
+        """``default_prob`` for keys absent from the table, counting them (or KeyError if None)."""
         if self.default_prob is None:
-            raise KeyError(f"__key__ {example!r} is not in this shard's sampling table")
-        self.misses += count
+            raise KeyError(f"__key__ {keys[0]!r} is not in this shard's sampling table")
+        self.misses += len(keys)
         return self.default_prob
+
+    def decide(self, *, seed: int, epoch: int, shard_index: int, mode: SampleMode = "cap") -> np.ndarray:
+        """Copies (int64, read-only) for every row of the table; cached for the latest arguments."""
+        return self._decisions(seed, epoch, shard_index, mode)[1]
+
+    def _decisions(
+        self, seed: int, epoch: int, shard_index: int, mode: SampleMode
+    ) -> tuple[tuple[int, int, int, str], np.ndarray, list[int]]:
+        args = (seed, epoch, shard_index, mode)
+        if self._decided is None or self._decided[0] != args:
+            u = _uniforms_from_hashes(self.hashes, seed, epoch, shard_index)
+            copies = _copies(u, self.probs, mode)
+            copies.setflags(write=False)
+            self._decided = (args, copies, copies.tolist())
+        return self._decided
 
     def to_bytes(self) -> bytes:
         """``.npz`` serialisation (what the scale stage writes per shard)."""
@@ -298,8 +306,17 @@ def uses(
     mode: SampleMode = "cap",
 ) -> np.ndarray:
     """Copies (int64, 0 = skip) of each key of shard ``shard_index`` to train on in ``epoch``."""
-    probs, hashes = table.lookup(keys)
-    return _copies(_uniforms_from_hashes(hashes, seed, epoch, shard_index), probs, mode)
+    rows = table.rows(keys)
+    found = rows >= 0
+    out = np.empty(rows.size, dtype=np.int64)
+    out[found] = table.decide(seed=seed, epoch=epoch, shard_index=shard_index, mode=mode)[rows[found]]
+    missing = np.flatnonzero(~found)
+    if missing.size:
+        missing_keys = [keys[int(i)] for i in missing]
+        p = np.full(missing.size, table.missing_prob(missing_keys))
+        u = uniforms(missing_keys, seed=seed, epoch=epoch, shard_index=shard_index)
+        out[missing] = _copies(u, p, mode)
+    return out
 
 
 def use_count(
@@ -312,9 +329,11 @@ def use_count(
     mode: SampleMode = "cap",
 ) -> int:
     """Per-sample form of :func:`uses` (same result), for a loader that sees one sample at a time."""
-    p, h = table.lookup_one(key)
-    u = _unit(_mix64(_stream(seed, epoch, shard_index) ^ h))
-    return _copies_one(u, p, mode)
+    row = table.row(key)
+    if row is not None:
+        return table._decisions(seed, epoch, shard_index, mode)[2][row]
+    p = table.missing_prob([key])
+    return _copies_one(uniform(key, seed=seed, epoch=epoch, shard_index=shard_index), p, mode)
 
 
 # --- the reference format ---

@@ -76,3 +76,6 @@ def setup_logging(level: int = logging.INFO) -> None:
                                            "%Y-%m-%dT%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
+    # Third-party chatter (faiss's CPU-feature probing, matplotlib's font cache) is not progress.
+    for noisy in ("faiss.loader", "matplotlib", "PIL", "botocore", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Stage shells around the pure DynamiCS core: cluster-fit, assign, scale (I/O lives here)."""

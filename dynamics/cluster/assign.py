@@ -1,0 +1,35 @@
+"""assign: every embedding of one part goes to its nearest kept centroid (top-1 inner product)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from dynamics import storage
+from dynamics.cluster.inputs import read_vectors, require
+from dynamics.core.kmeans import assign_nearest
+from dynamics.core.scaling import counts_from_labels
+from dynamics.layout import RunPaths
+from dynamics.spec import RunSpec
+
+log = logging.getLogger("dynamics.cluster")
+
+
+def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageConfig) -> bool:
+    """Write labels and per-cluster counts of ``part``; False when already complete."""
+    if storage.exists(paths.assign_marker(part), cfg):
+        log.info("assign part %d already complete; nothing to do", part)
+        return False
+    require([paths.cluster_marker], "cluster-fit", cfg)
+    require([paths.embed_marker(part)], "embed", cfg)
+    kept = storage.read_npy(paths.kept, cfg)
+    vectors = read_vectors(paths, part, cfg)
+    labels = assign_nearest(vectors, kept) if len(vectors) else np.zeros(0, np.int32)
+    counts = counts_from_labels(labels, kept.shape[0])
+    storage.write_npy(paths.assign_labels(part), labels.astype(np.int32), cfg)
+    storage.write_npy(paths.assign_counts(part), counts, cfg)
+    storage.write_marker(paths.assign_marker(part), {"rows": int(labels.size), "clusters": int(kept.shape[0])}, cfg)
+    log.info("assign part %d: %d rows into %d clusters (%d non-empty)", part, labels.size, kept.shape[0],
+             int(np.count_nonzero(counts)))
+    return True

@@ -1,0 +1,76 @@
+"""scale: cluster sizes -> per-cluster probabilities -> per-shard tables for the trainer, report, plot."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+
+from dynamics import storage
+from dynamics.cluster.inputs import read_keys, require
+from dynamics.cluster.plot import size_plot_png
+from dynamics.core.sampler import ShardTable
+from dynamics.core.scaling import cluster_probs, cluster_targets, scale_report
+from dynamics.layout import RunPaths
+from dynamics.spec import RunSpec
+from dynamics.spec_checks import embed_parts
+
+log = logging.getLogger("dynamics.scale")
+
+
+def cluster_sizes(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> np.ndarray:
+    """n_c summed over every assign part's counts (all parts must be assigned)."""
+    parts = range(embed_parts(spec))
+    require([paths.assign_marker(i) for i in parts], "assign", cfg)
+    sizes = None
+    for i in parts:
+        counts = storage.read_npy(paths.assign_counts(i), cfg).astype(np.int64)
+        sizes = counts if sizes is None else sizes + counts
+    assert sizes is not None
+    return sizes
+
+
+def _shard_tables(spec: RunSpec, paths: RunPaths, probs: np.ndarray,
+                  cfg: storage.StorageConfig) -> dict[int, bytes]:
+    """One table per shard: its keys with their cluster and probability (shards are never split)."""
+    rows: dict[int, tuple[list[str], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    for part in range(embed_parts(spec)):
+        shard_index, keys = read_keys(paths, part, cfg)
+        labels = storage.read_npy(paths.assign_labels(part), cfg)
+        for shard in np.unique(shard_index).tolist():
+            mask = shard_index == shard
+            rows[shard][0].extend(k for k, m in zip(keys, mask, strict=True) if m)
+            rows[shard][1].append(labels[mask])
+    tables = {}
+    for shard in range(spec.n_shards):
+        keys, label_chunks = rows.get(shard, ([], []))
+        labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, np.int32)
+        table = ShardTable.from_keys(keys, probs[labels].astype(np.float32), clusters=labels)
+        tables[shard] = table.to_bytes()
+    return tables
+
+
+def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool:
+    """Compute and commit sizes, p_c, report, plot and per-shard tables; False when already complete."""
+    if storage.exists(paths.scale_marker, cfg):
+        log.info("scale already complete (%s exists); nothing to do", paths.scale_marker)
+        return False
+    s = spec.sample
+    sizes = cluster_sizes(spec, paths, cfg)
+    targets = cluster_targets(sizes, s.alpha, s.budget)
+    probs = cluster_probs(sizes, targets, s.decimals)
+    report = scale_report(sizes, probs, budget=s.budget, alpha=s.alpha, mode=s.mode.value)
+    log.info("N=%d in %d clusters, T=%.0f: expected %.0f samples per epoch, %d clusters at p >= 1",
+             report["N"], report["K_nonempty"], report["T"], report["expected_per_epoch"],
+             report["clusters_p_ge_1"])
+    storage.write_npy(paths.sizes, sizes, cfg)
+    storage.write_npy(paths.probs, probs, cfg)
+    storage.write_json(paths.report, report, cfg)
+    storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
+    tables = _shard_tables(spec, paths, probs, cfg)
+    for shard, data in tables.items():
+        storage.write_bytes(paths.shard_table(shard), data, cfg)
+    storage.write_marker(paths.scale_marker, {"N": report["N"], "clusters": int(sizes.size),
+                                              "shards": len(tables)}, cfg)
+    return True

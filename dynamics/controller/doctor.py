@@ -1,0 +1,231 @@
+"""``dynamics doctor [spec.yaml]``: check every prerequisite of a run, each PASS/FAIL with a fix.
+
+Cluster: API reachable; RBAC (one SelfSubjectAccessReview per permission the run needs); the
+PyTorchJob CRD when the trainer is launched as a PyTorchJob; nodes with enough ``nvidia.com/gpu``;
+the S3 credentials Secret. Storage (with a spec): the work directory readable and writable, and the
+shard pattern resolving to existing shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TextIO
+
+from dynamics import storage
+from dynamics.controller.decide import needs_pytorchjob
+from dynamics.controller.kube import (
+    CHART_INSTALL,
+    NODES,
+    PYTORCHJOBS,
+    REQUIRED_PERMISSIONS,
+    SECRETS,
+    Kube,
+    KubeApiError,
+    Permission,
+)
+from dynamics.errors import DynamicsError, KubeError
+from dynamics.shards import resolve_shards
+from dynamics.spec import RunSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class Verdict(StrEnum):
+    """Outcome of one check."""
+
+    PASS = "PASS"
+    FAIL = "FAIL"
+    WARN = "WARN"
+    SKIP = "SKIP"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check's result: what was checked, the verdict, details, and how to fix a failure."""
+
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str | None = None
+
+
+def check_api(kube: Kube) -> Check:
+    """The API server answers ``/version``."""
+    try:
+        version = kube.version()
+    except KubeError as err:
+        return Check("Kubernetes API", Verdict.FAIL, err.message, err.hint)
+    return Check(
+        "Kubernetes API",
+        Verdict.PASS,
+        f"{version.get('gitVersion', '?')} at {kube.endpoint.describe()}, namespace {kube.namespace}",
+    )
+
+
+def _display(perm: Permission) -> str:
+    verb, group, resource = perm
+    return f"{verb} {resource}.{group}" if group else f"{verb} {resource}"
+
+
+def needed_permissions(spec: RunSpec | None) -> list[Permission]:
+    """The permissions a run needs (PyTorchJob ones only with the pytorchjob launcher)."""
+    skip_kubeflow = spec is not None and not needs_pytorchjob(spec)
+    return [p for p in REQUIRED_PERMISSIONS if not (skip_kubeflow and p[1] == PYTORCHJOBS.group)]
+
+
+def check_rbac(kube: Kube, spec: RunSpec | None) -> Check:
+    """Every needed permission, asked with a SelfSubjectAccessReview."""
+    perms = needed_permissions(spec)
+    missing = [p for p in perms if not kube.can_i(*p)]
+    if missing:
+        return Check(
+            "RBAC",
+            Verdict.FAIL,
+            "missing: " + ", ".join(_display(p) for p in missing),
+            f"`{CHART_INSTALL.format(ns=kube.namespace)}` creates the Role and RoleBinding; "
+            "or ask an admin to grant these verbs",
+        )
+    return Check("RBAC", Verdict.PASS, f"all {len(perms)} permissions granted in namespace {kube.namespace}")
+
+
+def check_crd(kube: Kube, spec: RunSpec | None) -> Check:
+    """The PyTorchJob resource is served (the Kubeflow training operator's CRD is installed)."""
+    served = kube.served(PYTORCHJOBS.api_version)
+    present = served is not None and PYTORCHJOBS.plural in served
+    if spec is not None and not needs_pytorchjob(spec):
+        note = "installed" if present else "not installed"
+        return Check("PyTorchJob CRD", Verdict.SKIP, f"{note}; not needed (train.launcher: indexed-job)")
+    if present:
+        return Check("PyTorchJob CRD", Verdict.PASS, f"{PYTORCHJOBS.api_version} pytorchjobs is served")
+    return Check(
+        "PyTorchJob CRD",
+        Verdict.FAIL,
+        f"{PYTORCHJOBS.api_version} pytorchjobs is not served",
+        "ask an admin to install the Kubeflow training operator (v1.9), "
+        "or set train.launcher: indexed-job (no operator needed)",
+    )
+
+
+def _gpu_need(spec: RunSpec | None) -> tuple[int, int]:
+    """(GPUs per node, nodes) the largest pod group of the run needs."""
+    if spec is None:
+        return 1, 1
+    per_pod = max(spec.train.gpus_per_node, spec.embed.gpus_per_pod, spec.cluster.gpus)
+    nodes = spec.train.nodes if spec.train.gpus_per_node == per_pod else 1
+    return per_pod, nodes
+
+
+def check_gpus(kube: Kube, spec: RunSpec | None) -> Check:
+    """Enough nodes with ``nvidia.com/gpu`` capacity for the run's largest GPU pods."""
+    per_node, nodes_needed = _gpu_need(spec)
+    if per_node == 0:
+        return Check("GPU nodes", Verdict.SKIP, "the run uses no GPUs")
+    try:
+        nodes = kube.list(NODES)
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return Check(
+            "GPU nodes",
+            Verdict.WARN,
+            "cannot list nodes (namespace-scoped access); not checked",
+            "pods stay Pending with 'Insufficient nvidia.com/gpu' if the cluster lacks GPUs",
+        )
+    capacities = [int((n.get("status") or {}).get("capacity", {}).get(GPU_RESOURCE, 0)) for n in nodes]
+    fitting = sum(c >= per_node for c in capacities)
+    detail = f"{fitting} of {len(nodes)} nodes have >= {per_node} {GPU_RESOURCE} (need {nodes_needed})"
+    if fitting >= nodes_needed:
+        return Check("GPU nodes", Verdict.PASS, detail)
+    return Check(
+        "GPU nodes",
+        Verdict.FAIL,
+        detail,
+        "add GPU nodes (with the NVIDIA device plugin), or lower train.nodes / gpusPerNode",
+    )
+
+
+def check_secret(kube: Kube, spec: RunSpec | None) -> Check:
+    """The S3 credentials Secret named in the spec exists (its contents are never read)."""
+    name = spec.storage.credentials_secret if spec else None
+    if not name:
+        return Check("S3 credentials", Verdict.SKIP, "no storage.credentialsSecret (IRSA or node credentials)")
+    try:
+        found = kube.get(SECRETS, name) is not None
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return Check("S3 credentials", Verdict.WARN, f"cannot read Secret {name} to check it exists")
+    if found:
+        return Check("S3 credentials", Verdict.PASS, f"Secret {name} exists")
+    return Check(
+        "S3 credentials",
+        Verdict.FAIL,
+        f"Secret {name} not found in namespace {kube.namespace}",
+        f"kubectl create secret generic {name} -n {kube.namespace} "
+        "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...",
+    )
+
+
+def storage_config(spec: RunSpec) -> storage.StorageConfig:
+    """Storage settings from the spec; credentials come from this machine's environment."""
+    s = spec.storage
+    return storage.StorageConfig(
+        endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode, max_attempts=s.max_attempts
+    )
+
+
+def check_workdir(spec: RunSpec) -> Check:
+    """The work directory can be listed and written (a probe object is written and deleted)."""
+    workdir = spec.storage.workdir
+    if not storage.is_s3(workdir):
+        return Check(
+            "work directory",
+            Verdict.WARN,
+            f"{workdir} is a local path: fine for --local only",
+            "use storage.workdir: s3://bucket/prefix for cluster runs",
+        )
+    try:
+        storage.check_access(workdir, storage_config(spec), write=True)
+    except DynamicsError as err:
+        return Check("work directory", Verdict.FAIL, err.message, err.hint)
+    return Check("work directory", Verdict.PASS, f"{workdir} is readable and writable")
+
+
+def check_shards(spec: RunSpec) -> Check:
+    """Every shard of the data pattern exists."""
+    try:
+        urls = resolve_shards(spec.data.shards, storage_config(spec))
+    except DynamicsError as err:
+        return Check("shards", Verdict.FAIL, err.message, err.hint)
+    return Check("shards", Verdict.PASS, f"all {len(urls)} shards of {spec.data.shards} exist")
+
+
+def cluster_checks(kube: Kube, spec: RunSpec | None) -> list[Check]:
+    """The cluster checks; later ones are skipped when the API cannot be reached."""
+    api = check_api(kube)
+    if api.verdict is Verdict.FAIL:
+        return [api, Check("cluster checks", Verdict.SKIP, "the API server is not reachable")]
+    checks: list[Callable[[Kube, RunSpec | None], Check]] = [check_rbac, check_crd, check_gpus, check_secret]
+    return [api, *(check(kube, spec) for check in checks)]
+
+
+def print_checks(checks: list[Check], out: TextIO) -> None:
+    """One line per check (``PASS  name  detail``) and an indented ``fix:`` line for failures."""
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.verdict.value:<4}  {c.name:<{width}}  {c.detail}", file=out)
+        if c.fix and c.verdict in (Verdict.FAIL, Verdict.WARN):
+            print(f"{'':<4}  {'':<{width}}  fix: {c.fix}", file=out)
+
+
+def run_doctor(kube: Kube, spec: RunSpec | None, out: TextIO) -> int:
+    """Run every check and print them; exit code 1 if any FAILed."""
+    checks = cluster_checks(kube, spec)
+    if spec is not None:
+        checks += [check_workdir(spec), check_shards(spec)]
+    print_checks(checks, out)
+    failed = [c for c in checks if c.verdict is Verdict.FAIL]
+    print(f"\n{len(failed)} problem(s) found" if failed else "\nall checks passed", file=out)
+    return 1 if failed else 0

@@ -1,0 +1,138 @@
+"""``dynamics controller --run NAME``: drive a run's stages to the end (the in-cluster controller).
+
+Each pass reads everything from the cluster (the run ConfigMap and the run's objects by label),
+asks the pure :func:`~dynamics.controller.decide.next_actions` what to do, does it, and waits: a
+short interval after a change, backing off (doubling up to a maximum) while nothing changes. The
+controller keeps no state between passes, so a killed controller can be started again at any
+moment: it re-reads the cluster and continues without creating duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+
+from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions
+from dynamics.controller.kube import Kube, KubeApiError
+from dynamics.controller.report import describe_changes
+from dynamics.controller.runs import RunRecord, observe, read_run, with_owner, write_status
+from dynamics.controller.state import Phase, RunStatus, object_ref
+from dynamics.errors import KubeError
+
+log = logging.getLogger("dynamics.controller")
+
+# A failed run exits with 2: the controller Job's podFailurePolicy fails the Job at once on exit
+# code 2 (retrying cannot help), so `kubectl get jobs` shows the failure too.
+EXIT_SUCCEEDED = 0
+EXIT_FAILED = 2
+FATAL_STATUSES = (401, 403)
+
+
+class Outcome(StrEnum):
+    """How a controller's work on a run ended."""
+
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"  # the run ConfigMap was deleted
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit code of ``dynamics controller``."""
+        return EXIT_FAILED if self is Outcome.FAILED else EXIT_SUCCEEDED
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One pass: the outcome if the run ended, and whether anything changed (resets the backoff)."""
+
+    outcome: Outcome | None
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Wait between passes: ``min_s`` after a change, doubling up to ``max_s`` while idle."""
+
+    min_s: float = 2.0
+    max_s: float = 30.0
+    factor: float = 2.0
+
+    def next(self, current: float, changed: bool) -> float:
+        """The next wait."""
+        return self.min_s if changed else min(self.max_s, max(current, self.min_s) * self.factor)
+
+
+class Controller:
+    """The controller of one run in one namespace."""
+
+    def __init__(self, kube: Kube, run: str, *, poll: Poll | None = None, stop: threading.Event | None = None) -> None:
+        self.kube = kube
+        self.run = run
+        self.poll = poll or Poll()
+        self.stop = stop or threading.Event()
+        self._last: RunStatus | None = None
+
+    def step(self) -> StepResult:
+        """One pass: observe, decide, act."""
+        record = read_run(self.kube, self.run)
+        if record is None:
+            log.info("run %s: ConfigMap deleted (run cancelled); stopping", self.run)
+            return StepResult(Outcome.CANCELLED, True)
+        if self._last is None:
+            self._last = record.recorded
+        actions = next_actions(record.spec, observe(self.kube, record))
+        changed = False
+        for action in actions:
+            changed = self._apply(record, action) or changed
+            if isinstance(action, Finish):
+                ok = action.phase is Phase.SUCCEEDED
+                return StepResult(Outcome.SUCCEEDED if ok else Outcome.FAILED, changed)
+        return StepResult(None, changed)
+
+    def _apply(self, record: RunRecord, action: Action) -> bool:
+        if isinstance(action, CreateObject):
+            return self._create(record, action)
+        if isinstance(action, WriteStatus):
+            for line in describe_changes(self._last, action.status):
+                log.info("run %s: %s", self.run, line)
+            self._last = action.status
+            return write_status(self.kube, record, action.status)
+        log.info("run %s finished: %s%s", self.run, action.phase.value, f" ({action.reason})" if action.reason else "")
+        return False
+
+    def _create(self, record: RunRecord, action: CreateObject) -> bool:
+        obj = with_owner(action.obj, record.config_map)
+        try:
+            self.kube.create(obj)
+        except KubeApiError as err:
+            if err.status != 409:
+                raise
+            log.info("run %s: %s already exists; continuing", self.run, object_ref(obj))
+            return True
+        log.info("run %s: stage %s: created %s", self.run, action.stage.value, object_ref(obj))
+        return True
+
+    def loop(self) -> int:
+        """Run until the run ends (exit code 0: succeeded or cancelled, 2: failed) or ``stop`` is set."""
+        log.info(
+            "controller for run %s in namespace %s (%s)", self.run, self.kube.namespace, self.kube.endpoint.describe()
+        )
+        wait = self.poll.min_s
+        while not self.stop.is_set():
+            try:
+                result = self.step()
+            except KubeApiError as err:
+                if err.status in FATAL_STATUSES:
+                    raise
+                log.warning("run %s: %s (retrying)", self.run, err.message)
+                result = StepResult(None, False)
+            except KubeError as err:  # unreachable API server: keep trying, it usually comes back
+                log.warning("run %s: %s (retrying)", self.run, err.message)
+                result = StepResult(None, False)
+            if result.outcome is not None:
+                return result.outcome.exit_code
+            wait = self.poll.next(wait, result.changed)
+            self.stop.wait(wait)
+        return EXIT_SUCCEEDED

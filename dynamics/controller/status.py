@@ -1,0 +1,78 @@
+"""``dynamics status NAME``, ``dynamics list`` and ``dynamics cancel NAME``.
+
+``status`` reads the cluster the way the controller does (same pure decision code), so it shows
+the right stage even before the controller has recorded anything; a terminal recorded status wins
+(finished Jobs may have been removed by their TTL).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from typing import TextIO
+
+from dynamics import constants as C
+from dynamics.constants import Stage
+from dynamics.controller.decide import run_status, stage_states
+from dynamics.controller.kube import CONFIG_MAPS, PODS, Kube
+from dynamics.controller.report import age, status_report
+from dynamics.controller.runs import RUNS_SELECTOR, delete_run, observe, require_run, run_selector
+from dynamics.controller.state import Phase, RunStatus
+
+
+def pods_by_stage(kube: Kube, run: str) -> dict[Stage, Counter[str]]:
+    """Pod phases of the run, counted per stage (pods carry the ``dynamics.io/stage`` label)."""
+    counts: dict[Stage, Counter[str]] = defaultdict(Counter)
+    stages = {s.value: s for s in Stage}
+    for pod in kube.list(PODS, run_selector(run)):
+        stage = stages.get((pod["metadata"].get("labels") or {}).get(C.LABEL_STAGE, ""))
+        if stage is not None:
+            counts[stage][(pod.get("status") or {}).get("phase", "Unknown")] += 1
+    return counts
+
+
+def current_status(kube: Kube, run: str) -> RunStatus:
+    """The run's status now: recomputed from live objects unless the recorded one is terminal."""
+    record = require_run(kube, run)
+    if record.recorded is not None and record.recorded.phase.terminal:
+        return record.recorded
+    return run_status(stage_states(record.spec, observe(kube, record)))
+
+
+def show_status(kube: Kube, run: str, out: TextIO) -> int:
+    """Print the stage table; exit code 0 unless the run failed (1)."""
+    status = current_status(kube, run)
+    print(status_report(run, kube.namespace, status, pods_by_stage(kube, run)), file=out)
+    return 1 if status.phase is Phase.FAILED else 0
+
+
+def list_runs(kube: Kube, out: TextIO) -> int:
+    """Print every run in the namespace with its recorded phase and stage."""
+    config_maps = kube.list(CONFIG_MAPS, RUNS_SELECTOR)
+    if not config_maps:
+        print(f"no runs in namespace {kube.namespace}", file=out)
+        return 0
+    rows = [("NAME", "PHASE", "STAGE", "AGE")]
+    for cm in config_maps:
+        recorded = RunStatus.loads((cm.get("data") or {}).get(C.CONFIG_STATUS_KEY))
+        phase = recorded.phase.value if recorded else Phase.PENDING.value
+        stage = recorded.stage.value if recorded and recorded.stage else "-"
+        rows.append((cm["metadata"]["name"], phase, stage, age(cm["metadata"].get("creationTimestamp"))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+    return 0
+
+
+def cancel_run(kube: Kube, run: str, out: TextIO, *, timeout_s: float = 300.0, interval_s: float = 1.0) -> int:
+    """Delete the run ConfigMap (its objects follow by garbage collection) and wait until all are gone."""
+    require_run(kube, run)
+    print(f"cancelling run {run} in namespace {kube.namespace} ...", file=out, flush=True)
+    count = delete_run(kube, run, timeout_s=timeout_s, interval_s=interval_s)
+    print(f"cancelled run {run}: deleted its ConfigMap and {count} objects", file=out)
+    return 0
+
+
+def status_json(kube: Kube, run: str) -> str:
+    """The status as JSON (``dynamics status NAME -o json``)."""
+    return json.dumps(current_status(kube, run).to_json(), indent=2)

@@ -1,0 +1,109 @@
+"""Controller-test harness: a double, a connected ``Kube``, kubectl, a small run spec, and a cluster player.
+
+Plays the Job controller and the training operator for a dynamics run: ``play_stage`` starts a
+stage's pods (with logs) and then marks its workload Succeeded or Failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dynamics import names
+from dynamics.constants import Stage
+from dynamics.controller.kube import Kube, connect
+from dynamics.controller.run import Controller, Poll
+from dynamics.spec import Launcher, RunSpec
+from dynamics.specio import validate
+
+from .kubectl import Kubectl
+from .server import KubeDouble
+
+NS = "team"
+RUN = "demo"
+FAST_POLL = Poll(min_s=0.02, max_s=0.1)
+
+SPEC: dict[str, Any] = {
+    "apiVersion": "dynamics.io/v1alpha1",
+    "kind": "DynamicsRun",
+    "name": RUN,
+    "namespace": NS,
+    "storage": {"workdir": "s3://bucket/runs", "credentialsSecret": "s3-creds"},
+    "data": {"shards": "s3://bucket/data/{00000..00039}.tar", "approxSamples": 400000},
+    "embed": {"shardsPerPart": 20, "parallelism": 2},
+    "cluster": {"k": 100, "trainSamples": 10000},
+    "train": {
+        "nodes": 2,
+        "gpusPerNode": 4,
+        "workers": 2,
+        "phases": [{"name": "p112", "resolution": 112, "samples": 1_000_000, "batchPerGpu": 100, "lr": 1e-3}],
+    },
+    "eval": {"datasets": [{"name": "inet", "shards": "s3://bucket/eval/{0..1}.tar", "classnames": "imagenet"}]},
+}
+
+
+def make_spec(**overrides: Any) -> RunSpec:
+    """The test spec; ``overrides`` replace top-level sections (``train={...}`` merges into train)."""
+    data = yaml.safe_load(yaml.safe_dump(SPEC))
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return validate(data, "test spec")
+
+
+@dataclass
+class Harness:
+    """Everything a controller test needs, around one started double."""
+
+    double: KubeDouble
+    kubeconfig: Path
+    kubectl: Kubectl
+    threads: list[tuple[threading.Event, threading.Thread]] = field(default_factory=list)
+
+    def kube(self, namespace: str = NS) -> Kube:
+        """A fresh connection, as a new controller process would make."""
+        return connect(kubeconfig=str(self.kubeconfig), namespace=namespace)
+
+    def play_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
+        """Start the stage's pods (with a log line each), then finish its workload."""
+        cluster, name = self.double.cluster, names.stage_job(spec.name, stage)
+        if stage is Stage.TRAIN and spec.train.launcher is Launcher.PYTORCHJOB:
+            cluster.start_pytorchjob(NS, name, log=f"{stage.value}: step 100\n")
+            cluster.finish_pytorchjob(NS, name, succeeded=succeed, message=failure.get("message"))
+            return
+        cluster.start_job(NS, name, log=f"{stage.value}: working\n")
+        if succeed:
+            cluster.succeed_job(NS, name)
+        else:
+            cluster.fail_job(NS, name, failed_indexes=failure.get("failed_indexes"))
+
+    def start_controller(self, run: str = RUN) -> tuple[threading.Event, dict[str, int]]:
+        """Run a controller loop in a thread; returns its stop event and a dict receiving ``exit``."""
+        stop, result = threading.Event(), {}
+        controller = Controller(self.kube(), run, poll=FAST_POLL, stop=stop)
+        thread = threading.Thread(target=lambda: result.update(exit=controller.loop()), daemon=True)
+        thread.start()
+        self.threads.append((stop, thread))
+        return stop, result
+
+
+@contextlib.contextmanager
+def harness(tmp_path: Path, **double_args: Any) -> Iterator[Harness]:
+    """Start a double (namespace ``team``) and yield the harness; stops everything afterwards."""
+    with KubeDouble(**double_args) as double:
+        kubeconfig = double.write_kubeconfig(tmp_path / "kubeconfig", namespace=NS)
+        h = Harness(double, kubeconfig, Kubectl(kubeconfig, tmp_path / "kube-cache"))
+        try:
+            yield h
+        finally:
+            for stop, thread in h.threads:
+                stop.set()
+                thread.join(timeout=5)
