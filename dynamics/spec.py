@@ -285,6 +285,19 @@ class EvalDataset(Model):
     templates: str | list[str] = Field(
         "openai", description="'openai' / 'simple' (open_clip's ImageNet templates) or a list with '{c}'."
     )
+    class_counts: str | None = Field(
+        None, description="JSON file (local or s3://) with the training-set count of each class: a list, or "
+        "an object with 'class_counts' (or 'train.class_counts', as demo-data writes). Enables head/tail accuracy.",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str) and v not in ("openai", "simple"):
+            raise ValueError("use 'openai', 'simple', or a list of templates containing '{c}'")
+        if isinstance(v, list) and (not v or any("{c}" not in t for t in v)):
+            raise ValueError("every template must contain '{c}' where the class name goes")
+        return v
 
     @field_validator("shards")
     @classmethod

@@ -32,9 +32,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 PYTORCHJOB_API = "kubeflow.org/v1/PyTorchJob"
 # Labels Helm-made objects carry on top of what render() gives them.
 HELM_LABELS = ("helm.sh/chart", "app.kubernetes.io/version")
-OPERATOR_INSTALL = (
-    'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0"'
-)
+OPERATOR_INSTALL = ('kubectl apply --server-side -k '
+                    '"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0"')
 
 if not HELM.exists():
     pytest.skip(f"helm not found at {HELM}: run scripts/setup.sh (it fetches helm into .tools/bin)",
@@ -216,7 +215,8 @@ def test_numbers_survive_helm(tmp_path: Path) -> None:
     raw["train"]["optimizer"]["eps"] = 1e-7
     raw["train"]["phases"][0]["samples"] = 2_560_000_000
     raw["train"]["modelConfig"] = {"embed_dim": 512, "init_logit_bias": -10, "ls_init_value": 1e-7,
-                                   "big": 1e20, "huge": 3e21, "vision_cfg": {"patch_size": 16}}
+                                   "big": 1e20, "huge": 3e21, "text": "1e-07", "list": [1e-7, "2e-08"],
+                                   "vision_cfg": {"patch_size": 16}}
     spec = validate(raw)
     objs = template(tmp_path, run_values(spec))
     text = by_kind(objs, "ConfigMap")[0]["data"][C.CONFIG_SPEC_KEY]
@@ -225,6 +225,7 @@ def test_numbers_survive_helm(tmp_path: Path) -> None:
     assert got == spec
     assert got.train.model_config_ == spec.train.model_config_
     assert isinstance(got.train.model_config_["ls_init_value"], float)
+    assert got.train.model_config_["text"] == "1e-07" and got.train.model_config_["list"] == [1e-7, "2e-08"]
 
 
 def test_integers_beyond_float64_precision_are_rejected(tmp_path: Path) -> None:
@@ -415,7 +416,9 @@ def test_helm_test_pod_runs_doctor(tmp_path: Path) -> None:
         objs = template(tmp_path, values, namespace=namespace)
         [pod] = by_kind(objs, "Pod")
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-        assert pod["spec"]["containers"][0]["command"] == ["dynamics", "doctor"]
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[:4] == ["dynamics", "doctor", "--namespace", namespace]
+        assert command[4:] == ([C.SPEC_MOUNT_PATH] if values else [])
         assert pod["spec"]["serviceAccountName"] == "dynamics"
         check_objects([pod])
     assert not by_kind(template(tmp_path, {"test": {"enabled": False}}), "Pod")

@@ -8,6 +8,7 @@ so deleting the ConfigMap deletes the run (garbage collection, in the background
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,14 +44,19 @@ class RunRecord:
         return self.spec.name
 
 
+@functools.lru_cache(maxsize=16)
+def _parse_spec(text: str, source: str) -> RunSpec:
+    """The run's spec never changes after submission: parse it once per process (RunSpec is frozen)."""
+    return load_spec_text(text, source)
+
+
 def read_run(kube: Kube, run: str) -> RunRecord | None:
     """The run's record, or None when its ConfigMap does not exist (never submitted, or cancelled)."""
     cm = kube.get(CONFIG_MAPS, names.config_map(run))
     if cm is None:
         return None
     data = cm.get("data") or {}
-    source = f"configmap/{cm['metadata']['name']} key {C.CONFIG_SPEC_KEY}"
-    spec = load_spec_text(data.get(C.CONFIG_SPEC_KEY, ""), source)
+    spec = _parse_spec(data.get(C.CONFIG_SPEC_KEY, ""), f"configmap/{cm['metadata']['name']} key {C.CONFIG_SPEC_KEY}")
     return RunRecord(cm, spec, RunStatus.loads(data.get(C.CONFIG_STATUS_KEY)))
 
 

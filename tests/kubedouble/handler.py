@@ -65,6 +65,7 @@ class Handler(BaseHTTPRequestHandler):
     """One connection; ``self.server.double`` is the :class:`KubeDouble`."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     server_version = "kubedouble/1.35"
 
     # --- plumbing ---

@@ -92,6 +92,7 @@ CORE: tuple[ResourceType, ...] = (
         tracks_generation=False,
     ),
 )
+CONFIG_MAPS = next(rt for rt in CORE if rt.plural == "configmaps")
 PODS = next(rt for rt in CORE if rt.plural == "pods")
 NODES = next(rt for rt in CORE if rt.plural == "nodes")
 NAMESPACES = next(rt for rt in CORE if rt.plural == "namespaces")
