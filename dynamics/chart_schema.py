@@ -5,18 +5,22 @@ One source of truth (DESIGN.md §3): the ``run:`` part of the chart's values is 
 defaults) are the pydantic models below. ``python -m dynamics.chart_schema --update`` rewrites
 ``charts/dynamics/values.schema.json``; without ``--update`` it only checks that the file is current.
 
-:func:`helm_values` is what ``dynamics-submit spec.yaml --helm-values`` prints: Helm cannot fill
-pydantic defaults, so a run release gets the fully resolved spec.
+:func:`helm_values_yaml` is what ``dynamics-submit spec.yaml --helm-values`` prints: Helm cannot
+fill pydantic defaults, so a run release gets the fully resolved spec (:func:`helm_values`), written
+so that Helm's YAML 1.2 reader gets back the same types.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import Field
 
 from dynamics import constants as C
@@ -32,6 +36,10 @@ RUN_DEF = "DynamicsRun"
 MAX_SAFE_INTEGER = 2**53 - 1
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ROLE_ARN = r"^(arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+)?$"
+# Plain scalars that YAML 1.2 (Helm) reads as numbers but PyYAML (YAML 1.1) writes unquoted, e.g. "1e-07".
+YAML12_NUMBER = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+)
 PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 
@@ -117,7 +125,7 @@ class ChartValues(Model):
     run: dict[str, Any] | None = Field(None, description="A run spec: when set, this release is a run.")
 
 
-def _walk(node: Any, fn: Any) -> None:
+def _walk(node: Any, fn: Callable[[dict[str, Any]], None]) -> None:
     """Call ``fn`` on every dict inside a JSON schema."""
     if isinstance(node, dict):
         fn(node)
@@ -178,6 +186,31 @@ def schema_text() -> str:
 def helm_values(spec: RunSpec) -> dict[str, Any]:
     """Values that make a release of the chart be this run (every default resolved)."""
     return {"run": resolved_dict(spec)}
+
+
+class _HelmDumper(yaml.SafeDumper):
+    """PyYAML quotes what YAML 1.1 would misread; also quote what Helm's YAML 1.2 reader would."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if YAML12_NUMBER.fullmatch(value) else ("|" if "\n" in value else None)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_HelmDumper.add_representer(str, _str)
+
+
+def dump_values(values: dict[str, Any]) -> str:
+    """Helm values as YAML that Helm reads back with the same types (strings stay strings)."""
+    return yaml.dump(values, Dumper=_HelmDumper, sort_keys=False, default_flow_style=False)
+
+
+def helm_values_yaml(spec: RunSpec) -> str:
+    """What `dynamics-submit spec.yaml --helm-values` prints: `helm install R charts/dynamics -f` it."""
+    return dump_values(helm_values(spec))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ examples:
   dynamics-submit spec.yaml --output-dir out/    write one file per object (GitOps)
   dynamics-submit spec.yaml                      create the run in the current kubectl context
   dynamics-submit spec.yaml --local              run every stage here, as local processes (CPU)
+  dynamics-submit spec.yaml --helm-values > run.yaml && helm install NAME charts/dynamics -f run.yaml
 """
 
 
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the rendered objects, submit nothing")
     mode.add_argument("--output-dir", type=Path, metavar="DIR", help="write one YAML file per object")
+    mode.add_argument("--helm-values", action="store_true",
+                      help="print the resolved spec as Helm values (`helm install NAME charts/dynamics -f -`)")
     mode.add_argument("--local", action="store_true",
                       help="run the stages as local processes (CPU; local work dir or any S3 endpoint)")
     p.add_argument("-n", "--namespace", help="namespace (default: the spec's)")
@@ -51,6 +54,11 @@ def run_submit(argv: Sequence[str]) -> int:
         spec = spec.model_copy(update={"namespace": args.namespace})
     if args.dry_run:
         sys.stdout.write(dump_all(render(spec)))
+        return 0
+    if args.helm_values:
+        from dynamics.chart_schema import helm_values_yaml
+
+        sys.stdout.write(helm_values_yaml(spec))
         return 0
     if args.output_dir:
         written = write_dir(render(spec), args.output_dir)

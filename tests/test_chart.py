@@ -21,7 +21,15 @@ from k8s import assert_restricted, pod_templates, validate_any
 
 import dynamics
 from dynamics import constants as C
-from dynamics.chart_schema import CHART_DIR, SCHEMA_PATH, ChartValues, helm_values, schema_text
+from dynamics.chart_schema import (
+    CHART_DIR,
+    SCHEMA_PATH,
+    ChartValues,
+    dump_values,
+    helm_values,
+    helm_values_yaml,
+    schema_text,
+)
 from dynamics.render import render_submission
 from dynamics.spec import Images, RunSpec
 from dynamics.specio import load_spec, load_spec_text, validate
@@ -47,7 +55,7 @@ def run_helm(*args: str, values: dict[str, Any] | None = None, tmp_path: Path | 
     if values is not None:
         assert tmp_path is not None
         path = tmp_path / f"values-{len(list(tmp_path.iterdir()))}.yaml"
-        path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        path.write_text(dump_values(values), encoding="utf-8")
         cmd += ["-f", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if check:
@@ -214,18 +222,29 @@ def test_numbers_survive_helm(tmp_path: Path) -> None:
     raw["train"]["launcher"] = "indexed-job"
     raw["train"]["optimizer"]["eps"] = 1e-7
     raw["train"]["phases"][0]["samples"] = 2_560_000_000
+    raw["kubernetes"]["env"].append({"name": "LOOKS_LIKE_A_NUMBER", "value": "1e5"})
     raw["train"]["modelConfig"] = {"embed_dim": 512, "init_logit_bias": -10, "ls_init_value": 1e-7,
                                    "big": 1e20, "huge": 3e21, "text": "1e-07", "list": [1e-7, "2e-08"],
                                    "vision_cfg": {"patch_size": 16}}
     spec = validate(raw)
     objs = template(tmp_path, run_values(spec))
     text = by_kind(objs, "ConfigMap")[0]["data"][C.CONFIG_SPEC_KEY]
-    assert "1e-07" not in text.replace("1.0e-07", "")
+    assert "ls_init_value: 1.0e-7\n" in text and 'text: "1e-07"\n' in text
     got = load_spec_text(text)
     assert got == spec
     assert got.train.model_config_ == spec.train.model_config_
     assert isinstance(got.train.model_config_["ls_init_value"], float)
     assert got.train.model_config_["text"] == "1e-07" and got.train.model_config_["list"] == [1e-7, "2e-08"]
+    assert got.kubernetes.env[-1].value == "1e5"
+
+
+def test_helm_values_yaml_reads_back_as_written() -> None:
+    spec = example_spec(ROOT / "examples" / "datacomp-dfn-vitb16.yaml")
+    text = helm_values_yaml(spec)
+    assert yaml.safe_load(text) == helm_values(spec)
+    assert validate(yaml.safe_load(text)["run"]) == spec
+    text = dump_values({"a": "1e-07", "b": "0x1F", "c": "eth0", "d": 1e-07})
+    assert text == 'a: "1e-07"\nb: "0x1F"\nc: eth0\nd: 1.0e-07\n'
 
 
 def test_integers_beyond_float64_precision_are_rejected(tmp_path: Path) -> None:

@@ -120,11 +120,13 @@ def _exists(h: Harness, kind: ResourceType, name: str) -> bool:
     return True
 
 
-def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness) -> None:
+@pytest.mark.parametrize("launcher", ["pytorchjob", "indexed-job"])
+def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness, launcher: str) -> None:
     """Submit, submit --replace --wait, and a whole controller run under an allow-list of exactly
-    REQUIRED_PERMISSIONS: everything works, and every permission is used."""
+    REQUIRED_PERMISSIONS: everything works, and every permission is used (across both launchers)."""
+    spec = make_spec(train={"launcher": launcher})
     h.double.allow(REQUIRED_PERMISSIONS)
-    submit(SPEC_OBJ, kube=h.kube(), out=io.StringIO())
+    submit(spec, kube=h.kube(), out=io.StringIO())
     old_uid = h.double.store.get(DOUBLE_CONFIG_MAPS, NS, RUN)["metadata"]["uid"]
 
     def operate() -> None:  # the cluster: a controller for the new run, and the stages' workloads
@@ -135,18 +137,21 @@ def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness) -> 
             )
         )
         h.start_controller()
-        for stage in stages_of(SPEC_OBJ):
-            kind = DOUBLE_PYTORCHJOBS if stage is Stage.TRAIN else DOUBLE_JOBS
+        for stage in stages_of(spec):
+            kind = DOUBLE_PYTORCHJOBS if stage is Stage.TRAIN and launcher == "pytorchjob" else DOUBLE_JOBS
             wait_until(lambda k=kind, s=stage: _exists(h, k, f"{RUN}-{s.value}"))
-            h.play_stage(SPEC_OBJ, stage)
+            h.play_stage(spec, stage)
 
     operator = threading.Thread(target=operate, daemon=True)
     operator.start()
     out = io.StringIO()
-    assert submit(SPEC_OBJ, kube=h.kube(), replace=True, wait=True, poll=FAST_POLL, out=out) == 0
+    assert submit(spec, kube=h.kube(), replace=True, wait=True, poll=FAST_POLL, out=out) == 0
     operator.join(timeout=10)
     lines = out.getvalue().splitlines()
     assert f"stage embed: Succeeded 2/2 (job/{RUN}-embed)" in lines
     assert lines[-1] == "run succeeded"
     used = {(a.verb, a.group, a.resource) for a in h.double.accesses}
-    assert used == set(REQUIRED_PERMISSIONS)
+    other_launcher = (
+        ("create", "", "services") if launcher == "pytorchjob" else ("create", "kubeflow.org", "pytorchjobs")
+    )
+    assert used == set(REQUIRED_PERMISSIONS) - {other_launcher}

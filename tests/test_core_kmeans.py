@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamics.core.kmeans import (
+    AssignBackend,
     KMeansInit,
     assign_nearest,
     fit_spherical_kmeans,
@@ -86,23 +87,31 @@ def test_training_subset_is_uniform_across_parts() -> None:
     assert not np.array_equal(parts[0], sample_training_subset(sizes, 100_000, seed=6)[0])
 
 
-def test_assign_matches_argmax_and_is_batch_independent() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_assign_matches_argmax_and_is_batch_independent(backend: AssignBackend) -> None:
     rng = np.random.default_rng(0)
     x = l2_normalise(rng.standard_normal((1000, 16)))
     c = l2_normalise(rng.standard_normal((37, 16)))
-    labels = assign_nearest(x, c)
+    labels = assign_nearest(x, c, backend=backend, gpu=False)
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, np.argmax(x.astype(np.float64) @ c.T.astype(np.float64), axis=1))
-    np.testing.assert_array_equal(labels, assign_nearest(x, c, batch=7))
+    np.testing.assert_array_equal(labels, assign_nearest(x, c, batch=7, backend=backend, gpu=False))
+    # Embedding parts are stored as float16: accepted, and rounding moves only near-ties.
+    half = assign_nearest(x.astype(np.float16), c, backend=backend, gpu=False)
+    assert np.mean(half == labels) > 0.98
 
 
-def test_assign_ties_go_to_lowest_index() -> None:
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_assign_ties_go_to_lowest_index(backend: AssignBackend) -> None:
     c = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    x = np.array([[1, 0], [0, 1], [np.sqrt(0.5), np.sqrt(0.5)]], dtype=np.float32)
-    assert assign_nearest(x, c).tolist() == [1, 0, 0]
-    assert assign_nearest(x, c, batch=1).tolist() == [1, 0, 0]
+    x = np.array([[1, 0], [0, 1], [np.sqrt(0.5), np.sqrt(0.5)]] * 30, dtype=np.float32)
+    for batch in (1, 65536):
+        assert assign_nearest(x, c, batch, backend=backend, gpu=False).tolist() == [1, 0, 0] * 30
+    assert assign_nearest(x, c[:1], backend=backend, gpu=False).tolist() == [0] * 90
 
 
-def test_assign_validates_shapes() -> None:
+def test_assign_validates_input() -> None:
     with pytest.raises(ValueError):
         assign_nearest(np.ones((3, 4), dtype=np.float32), np.ones((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError):
+        assign_nearest(np.ones((3, 4), dtype=np.float32), np.ones((2, 4)), backend="torch")  # type: ignore[arg-type]

@@ -393,8 +393,11 @@ def connect(
     account is used. The namespace is ``namespace``, else the context's (or the pod's), else default.
     """
     cfg = client.Configuration()
+    # The client reads $KUBECONFIG once at import; read it now so that the current value counts.
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
     if in_cluster is None:
         in_cluster = context is None and kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    # (an explicit --kubeconfig or $KUBECONFIG wins over the in-cluster service account)
     try:
         if in_cluster:
             config.load_incluster_config(client_configuration=cfg)

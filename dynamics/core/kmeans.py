@@ -6,7 +6,9 @@ every sample is then assigned to its nearest kept centroid by inner product.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal
@@ -19,6 +21,7 @@ from dynamics.errors import DynamicsError
 _ASSIGN_SCORE_BYTES = 1 << 28
 
 KMeansInit = Literal["random", "kmeans++"]
+AssignBackend = Literal["numpy", "faiss"]
 _INIT_METHODS = {"kmeans++": "ClusteringInitMethod_KMEANS_PLUS_PLUS"}
 
 
@@ -143,11 +146,44 @@ def sample_training_subset(part_sizes: list[int], n_train: int, seed: int) -> li
     return [rows[cuts[i] : cuts[i + 1]] - bounds[i] for i in range(sizes.size)]
 
 
-def assign_nearest(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> np.ndarray:
+def _top1_numpy(chunk: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.argmax(chunk @ c.T, axis=1)
+
+
+def _faiss_top1(c: np.ndarray, use_gpu: bool) -> Callable[[np.ndarray], np.ndarray]:
+    faiss = _faiss()
+    index = faiss.IndexFlatIP(c.shape[1])
+    if use_gpu:
+        index = faiss.index_cpu_to_all_gpus(index)
+    index.add(c)
+    depth = min(2, c.shape[0])
+
+    def top1(chunk: np.ndarray) -> np.ndarray:
+        scores, ids = index.search(chunk, depth)
+        if depth == 1:
+            return ids[:, 0]
+        # FAISS does not define its order among equal scores; take the lower index, like argmax.
+        tie = scores[:, 0] == scores[:, 1]
+        return np.where(tie, np.minimum(ids[:, 0], ids[:, 1]), ids[:, 0])
+
+    return top1
+
+
+def assign_nearest(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    batch: int = 65536,
+    *,
+    backend: AssignBackend = "numpy",
+    gpu: bool | None = None,
+) -> np.ndarray:
     """Index (int32) of the centroid with the largest inner product with each row of ``x``.
 
-    Ties (equal computed scores) go to the lowest centroid index (``argmax`` takes the first maximum).
-    Rows are scored in batches of at most ``batch`` and at most ~256 MiB of scores.
+    ``backend="numpy"``: one float32 matmul + ``argmax`` per batch; ties (equal computed scores) go to
+    the lowest centroid index. ``backend="faiss"``: ``IndexFlatIP`` top-1 (on GPU per ``gpu``, as in
+    :func:`fit_spherical_kmeans`), same tie rule for two-way ties. (After refinement no two centroids
+    coincide, so ties need a row exactly between centroids.) Rows are scored in batches of at most
+    ``batch`` rows and about 256 MiB of scores; ``x`` may be float16 or a memmap.
     """
     x = np.asarray(x)
     c = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -156,10 +192,15 @@ def assign_nearest(x: np.ndarray, centroids: np.ndarray, batch: int = 65536) -> 
     k = c.shape[0]
     if k == 0:
         raise ValueError("no centroids to assign to")
+    if backend == "numpy":
+        top1: Callable[[np.ndarray], np.ndarray] = functools.partial(_top1_numpy, c=c)
+    elif backend == "faiss":
+        top1 = _faiss_top1(c, _resolve_gpu(gpu))
+    else:
+        raise ValueError(f"backend must be 'numpy' or 'faiss', got {backend!r}")
     rows = max(1, min(batch, _ASSIGN_SCORE_BYTES // (4 * k)))
     labels = np.empty(x.shape[0], dtype=np.int32)
-    ct = c.T
     for start in range(0, x.shape[0], rows):
-        chunk = np.asarray(x[start : start + rows], dtype=np.float32)
-        labels[start : start + rows] = np.argmax(chunk @ ct, axis=1)
+        chunk = np.ascontiguousarray(x[start : start + rows], dtype=np.float32)
+        labels[start : start + rows] = top1(chunk)
     return labels

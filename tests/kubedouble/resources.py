@@ -93,6 +93,7 @@ CORE: tuple[ResourceType, ...] = (
     ),
 )
 CONFIG_MAPS = next(rt for rt in CORE if rt.plural == "configmaps")
+SECRETS = next(rt for rt in CORE if rt.plural == "secrets")
 PODS = next(rt for rt in CORE if rt.plural == "pods")
 NODES = next(rt for rt in CORE if rt.plural == "nodes")
 NAMESPACES = next(rt for rt in CORE if rt.plural == "namespaces")

@@ -49,11 +49,6 @@ kueue.x-k8s.io/queue-name: {{ . }}
 {{- end }}
 {{- end }}
 
-{{/* True ("true") when this release is a run. */}}
-{{- define "dynamics.isRun" -}}
-{{- if .Values.run }}true{{- end }}
-{{- end }}
-
 {{/* Whether to create the ServiceAccount: explicit value, else only for a namespace install. */}}
 {{- define "dynamics.createServiceAccount" -}}
 {{- $create := .Values.serviceAccount.create }}
@@ -95,24 +90,44 @@ Run-level checks: the release namespace must be the run's, and a pytorchjob laun
 
 {{/*
 The run spec as YAML for the ConfigMap's spec.yaml: top-level keys in the spec's order, then any
-other key. Helm holds numbers as float64 and writes small ones as "1e-07"; YAML 1.1 readers
-(PyYAML) take that for a string, so give such a scalar its decimal point ("1.0e-07").
+other key. Not toYaml: Helm holds every number as float64 and toYaml writes a small one as 1e-07,
+which YAML 1.1 readers (PyYAML) take for a string; and it leaves the string "1e-07" unquoted, so the
+two cannot be told apart afterwards. dynamics.yamlNode writes strings quoted and such floats as 1.0e-07.
 */}}
 {{- define "dynamics.specYaml" -}}
 {{- $run := .Values.run }}
 {{- $order := list "apiVersion" "kind" "name" "namespace" "storage" "data" "images" "embed" "cluster" "sample" "train" "eval" "kubernetes" }}
-{{- $out := list }}
-{{- range $order }}
-{{- if hasKey $run . }}
-{{- $out = append $out (toYaml (dict . (get $run .))) }}
+{{- $keys := list }}
+{{- range $order }}{{ if hasKey $run . }}{{ $keys = append $keys . }}{{ end }}{{ end }}
+{{- range keys $run | sortAlpha }}{{ if not (has . $order) }}{{ $keys = append $keys . }}{{ end }}{{ end }}
+{{- range $keys }}
+{{ . }}:{{ include "dynamics.yamlNode" (dict "v" (get $run .) "ind" 2) }}
 {{- end }}
 {{- end }}
-{{- $rest := omit $run "apiVersion" "kind" "name" "namespace" "storage" "data" "images" "embed" "cluster" "sample" "train" "eval" "kubernetes" }}
-{{- if $rest }}
-{{- $out = append $out (toYaml $rest) }}
+
+{{/*
+One YAML value in block style, typed exactly. Call with (dict "v" VALUE "ind" INDENT); the output
+starts with " " (a scalar or empty collection) or a newline (a block collection).
+*/}}
+{{- define "dynamics.yamlNode" -}}
+{{- $v := .v }}
+{{- $pad := repeat (int .ind) " " }}
+{{- if kindIs "map" $v }}
+{{- if not $v }} {}{{ end }}
+{{- range $k := keys $v | sortAlpha }}
+{{- $key := regexMatch "^[A-Za-z_][A-Za-z0-9_.-]*$" $k | ternary $k (toJson $k) }}
+{{ $pad }}{{ $key }}:{{ include "dynamics.yamlNode" (dict "v" (get $v $k) "ind" (add $.ind 2)) }}
 {{- end }}
-{{- $text := join "\n" $out }}
-{{- regexReplaceAll "(?m)^((?: *- )* *(?:[^ :'\"#\n][^:\n]*: +)?-?[0-9]+)([eE][-+]?[0-9]+)$" $text "${1}.0${2}" }}
+{{- else if kindIs "slice" $v }}
+{{- if not $v }} []{{ end }}
+{{- range $item := $v }}
+{{- $inner := include "dynamics.yamlNode" (dict "v" $item "ind" (add $.ind 2)) }}
+{{ $pad }}-{{ if kindIs "map" $item }}{{ if $item }} {{ trimPrefix (printf "\n%s  " $pad) $inner }}{{ else }}{{ $inner }}{{ end }}{{ else }}{{ $inner }}{{ end }}
+{{- end }}
+{{- else if kindIs "float64" $v }} {{ regexReplaceAll "^(-?[0-9]+)([eE])" (toJson $v) "${1}.0${2}" }}
+{{- else if kindIs "invalid" $v }} null
+{{- else }} {{ toJson $v }}
+{{- end }}
 {{- end }}
 
 {{/* Container security context of every container ('restricted' Pod Security Standard). */}}
