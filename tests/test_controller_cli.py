@@ -16,7 +16,8 @@ from kubedouble.resources import SECRETS
 
 from dynamics import cli, storage
 from dynamics.constants import Stage
-from dynamics.controller.kube import JOBS, REQUIRED_PERMISSIONS
+from dynamics.controller.kube import REQUIRED_PERMISSIONS
+from dynamics.controller.resources import JOBS
 from dynamics.controller.submit import submit
 
 

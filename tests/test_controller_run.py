@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,12 +18,14 @@ from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.kube import CONFIG_MAPS, Kube
+from dynamics.controller.kube import REQUIRED_PERMISSIONS, Kube
 from dynamics.controller.logs import show_logs
+from dynamics.controller.resources import CONFIG_MAPS
 from dynamics.controller.run import EXIT_FAILED, Controller, Outcome
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.controller.status import cancel_run, show_status
 from dynamics.controller.submit import submit
+from dynamics.errors import KubeError
 from dynamics.render import stages_of
 from dynamics.spec import RunSpec
 
@@ -92,24 +95,21 @@ def test_full_run_through_every_stage(h: Harness, caplog: pytest.LogCaptureFixtu
         kind = "pytorchjob.kubeflow.org" if stage is Stage.TRAIN else "job.batch"
         wait_until(lambda n=name: any(w.endswith(f"/{n}") for w in workloads(h)))
         assert f"{kind}/{name}" in workloads(h)
-        if stage is not Stage.TRAIN:
-            h.play_stage(SPEC, stage)
-        else:
-            h.double.cluster.start_pytorchjob(NS, name, log="train: step 100\n")
-            # mid-stage: status and logs show the running stage and its pods
-            wait_until(lambda: recorded(kube).stage is Stage.TRAIN and recorded(kube).phase is Phase.RUNNING)
-            text = status_text(kube)
-            assert text.splitlines()[0] == f"run {RUN} in namespace {NS}: Running (stage train)"
-            assert status_row(text, Stage.TRAIN) == ["train", "Running", "0/2", f"pytorchjob/{name}", "2", "Running"]
-            assert status_row(text, Stage.SCALE)[:3] == ["scale", "Succeeded", "1/1"]
-            assert status_row(text, Stage.EVAL)[:2] == ["eval", "Pending"]
-            logs = io.StringIO()
-            show_logs(kube, RUN, logs, stage="train")
-            assert logs.getvalue().splitlines() == [
-                f"[{name}-master-0] train: step 100",
-                f"[{name}-worker-0] train: step 100",
-            ]
-            h.double.cluster.finish_pytorchjob(NS, name, succeeded=True)
+        h.start_stage(SPEC, stage)
+        # mid-stage: the controller records the running stage; status and logs show it with its pods
+        pods = 2 if stage in (Stage.EMBED, Stage.ASSIGN, Stage.TRAIN) else 1
+        wait_until(lambda s=stage, n=pods: recorded(kube).stage_state(s).active == n)
+        assert (recorded(kube).phase, recorded(kube).stage) == (Phase.RUNNING, stage)
+        text = status_text(kube)
+        assert text.splitlines()[0] == f"run {RUN} in namespace {NS}: Running (stage {stage.value})"
+        row = status_row(text, stage)
+        assert row == [stage.value, "Running", f"0/{pods}", f"{kind.split('.')[0]}/{name}", str(pods), "Running"]
+        logs = io.StringIO()
+        show_logs(kube, RUN, logs, stage=stage.value)
+        lines = logs.getvalue().splitlines()
+        assert len(lines) == pods and all(line.endswith(f"] {stage.value}: working") for line in lines)
+        assert all(line.startswith(f"[{name}-") for line in lines)
+        h.finish_stage(SPEC, stage)
     wait_until(lambda: "exit" in result)
     assert result["exit"] == 0
     assert recorded(kube).phase is Phase.SUCCEEDED
@@ -117,8 +117,13 @@ def test_full_run_through_every_stage(h: Harness, caplog: pytest.LogCaptureFixtu
     assert stage_objects(kube) == sorted(
         f"{'PyTorchJob' if s is Stage.TRAIN else 'Job'}/{RUN}-{s.value}" for s in stages_of(SPEC)
     )
+    assert sorted(workloads(h)) == sorted(
+        [f"job.batch/{RUN}-controller", f"pytorchjob.kubeflow.org/{RUN}-train"]
+        + [f"job.batch/{RUN}-{s.value}" for s in stages_of(SPEC) if s is not Stage.TRAIN]
+    )
     messages = [r.getMessage() for r in caplog.records]
     assert f"run {RUN}: stage embed: created job/{RUN}-embed" in messages
+    assert f"run {RUN}: stage embed: Running 0/2 done, 2 active (job/{RUN}-embed)" in messages
     assert f"run {RUN}: stage train: Succeeded 2/2 (pytorchjob/{RUN}-train)" in messages
     assert messages[-1] == f"run {RUN} finished: Succeeded"
     all_logs = io.StringIO()
@@ -233,7 +238,8 @@ def test_failed_index_fails_the_run(h: Harness, caplog: pytest.LogCaptureFixture
     stop.set()
 
 
-def test_pytorchjob_failure_reason_reaches_status(h: Harness) -> None:
+def test_pytorchjob_failure_reason_reaches_status(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dynamics.controller")
     kube = submitted(h)
     for stage in stages_of(SPEC)[:4]:
         Controller(h.kube(), RUN, poll=FAST_POLL).step()
@@ -246,7 +252,8 @@ def test_pytorchjob_failure_reason_reaches_status(h: Harness) -> None:
     assert recorded(kube).reason == (
         "stage train failed: PyTorchJobFailed: PyTorchJob demo-train is failed because 1 Worker replica(s) failed."
     )
-    assert "reason: stage train failed: PyTorchJobFailed" in status_text(kube)
+    assert f"reason: {recorded(kube).reason}" in status_text(kube)
+    assert caplog.records[-1].getMessage() == f"run {RUN} finished: Failed ({recorded(kube).reason})"
 
 
 def test_missing_training_operator_fails_before_any_stage(h: Harness) -> None:
@@ -270,3 +277,17 @@ def test_cancel_deletes_everything_and_stops_the_controller(tmp_path: Path) -> N
         wait_until(lambda: "exit" in result)
         assert result["exit"] == 0
         stop.set()
+
+
+def test_missing_permission_is_fatal_but_unreachable_is_retried(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    submitted(h)
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("patch", "", "configmaps")])
+    with pytest.raises(KubeError) as err:
+        Controller(h.kube(), RUN, poll=FAST_POLL).loop()
+    assert err.value.message.startswith(f'permission denied: cannot patch configmaps in namespace "{NS}"')
+    h.double.stop()
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    assert Controller(h.kube(), RUN, poll=FAST_POLL, stop=stop).loop() == 0  # kept retrying until stopped
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings and all("cannot reach the Kubernetes API server" in w for w in warnings)

@@ -19,7 +19,8 @@ from kubedouble.resources import ResourceType
 
 from dynamics import cli
 from dynamics.constants import Stage
-from dynamics.controller.kube import CONFIG_MAPS, JOBS, REQUIRED_PERMISSIONS
+from dynamics.controller.kube import REQUIRED_PERMISSIONS
+from dynamics.controller.resources import CONFIG_MAPS, JOBS
 from dynamics.controller.run import Controller
 from dynamics.controller.submit import submit
 from dynamics.errors import KubeError

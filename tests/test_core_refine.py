@@ -119,3 +119,5 @@ def test_rejects_bad_input() -> None:
         refine_centroids(np.array([[np.nan, 0.0]], dtype=np.float32), 0.7)
     with pytest.raises(ValueError):
         refine_centroids(np.ones((2, 2), dtype=np.float32), float("inf"))
+    with pytest.raises(ValueError):
+        refine_centroids(np.full((2, 2), 1e16, dtype=np.float32), 0.7)

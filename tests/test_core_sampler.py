@@ -48,6 +48,8 @@ def test_hash_and_mixer_test_vectors() -> None:
 def test_uniform_is_stable(key: str, seed: int, epoch: int, shard: int, expected: float) -> None:
     """Computed once and frozen: any change to the hash or mixer changes every run's sample."""
     assert uniform(key, seed=seed, epoch=epoch, shard_index=shard) == expected
+    as_numpy = {"seed": np.int64(seed), "epoch": np.uint32(epoch), "shard_index": np.int32(shard)}
+    assert uniform(key, **as_numpy) == expected
     assert uniforms([key], seed=seed, epoch=epoch, shard_index=shard)[0] == expected
 
 

@@ -65,8 +65,16 @@ def test_targets_sum_to_budget_within_rounding(sizes: np.ndarray, alpha: float, 
 def test_probs_are_target_over_size_rounded_to_6_decimals(sizes: np.ndarray, alpha: float, budget: float) -> None:
     targets = cluster_targets(sizes, alpha, budget)
     p = cluster_probs(sizes, targets)
-    assert np.array_equal(p, np.round(p, 6))
-    assert np.all(np.abs(p - targets / sizes) <= 5e-7 + 1e-15)
+    assert p.tolist() == [round(t / n, 6) for t, n in zip(targets.tolist(), sizes.tolist(), strict=True)]
+    q = targets / sizes
+    # Half a unit in the 6th decimal, plus float64 representation error of p and q.
+    assert np.all(np.abs(p - q) <= 5e-7 + 4 * np.spacing(np.maximum(q, 1.0)))
+
+
+def test_probs_use_correct_decimal_rounding() -> None:
+    # 662943 / 2000000 is stored just below 0.3314715: correct rounding gives 0.331471 (numpy.round
+    # would give 0.331472).
+    assert cluster_probs(np.array([2_000_000]), np.array([662_943])).tolist() == [0.331471]
 
 
 def test_matches_formula_by_hand() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -106,11 +107,47 @@ def torchrun(spec_path: str, nproc: int, env: dict[str, str], *, start_new_sessi
              log_path: str | None = None) -> subprocess.Popen[bytes]:
     """Start ``torchrun --nproc-per-node N --no-python dynamics stage train`` (CPU, gloo)."""
     bindir = os.path.dirname(sys.executable)
-    cmd = [os.path.join(bindir, "torchrun"), "--nproc-per-node", str(nproc), "--master-port", "0",
-           "--no-python", os.path.join(bindir, "dynamics"), "stage", "train", "--spec", spec_path]
+    # --standalone: a private rendezvous on a free local port (a fixed port could clash in CI)
+    cmd = [os.path.join(bindir, "torchrun"), "--standalone", "--nproc-per-node", str(nproc), "--no-python",
+           os.path.join(bindir, "dynamics"), "stage", "train", "--spec", spec_path]
     out = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=start_new_session)
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of all descendants of ``pid`` (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``proc`` and every process it started, as a pod deletion would.
+
+    torchrun starts each trainer in its own session, so killing torchrun's group is not enough.
+    """
+    for pid in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    proc.wait()
 
 
 def read_keylog(directory: str, rank: int) -> dict[tuple[int, int], dict[str, Any]]:

@@ -8,7 +8,7 @@ import numpy as np
 
 from dynamics import storage
 from dynamics.cluster.inputs import read_vectors, require
-from dynamics.core.kmeans import assign_nearest
+from dynamics.core.kmeans import assign_nearest, gpu_available
 from dynamics.core.scaling import counts_from_labels
 from dynamics.layout import RunPaths
 from dynamics.spec import RunSpec
@@ -25,7 +25,10 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
     require([paths.embed_marker(part)], "embed", cfg)
     kept = storage.read_npy(paths.kept, cfg)
     vectors = read_vectors(paths, part, cfg)
-    labels = assign_nearest(vectors, kept) if len(vectors) else np.zeros(0, np.int32)
+    # At full scale (1M rows x 50k centroids per part) this is a GPU job: FAISS on the GPU when present.
+    on_gpu = bool(spec.cluster.gpus) and gpu_available()
+    labels = (assign_nearest(vectors, kept, backend="faiss" if on_gpu else "numpy", gpu=on_gpu)
+              if len(vectors) else np.zeros(0, np.int32))
     counts = counts_from_labels(labels, kept.shape[0])
     storage.write_npy(paths.assign_labels(part), labels.astype(np.int32), cfg)
     storage.write_npy(paths.assign_counts(part), counts, cfg)

@@ -15,16 +15,8 @@ from typing import TextIO
 
 from dynamics import storage
 from dynamics.controller.decide import needs_pytorchjob
-from dynamics.controller.kube import (
-    CHART_INSTALL,
-    NODES,
-    PYTORCHJOBS,
-    REQUIRED_PERMISSIONS,
-    SECRETS,
-    Kube,
-    KubeApiError,
-    Permission,
-)
+from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Permission
+from dynamics.controller.resources import NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
 from dynamics.shards import resolve_shards
 from dynamics.spec import RunSpec

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from dynamics import constants as C
-from dynamics.controller.kube import PODS, Kube, KubeApiError, Obj
+from dynamics.controller.kube import Kube, KubeApiError, Obj
+from dynamics.controller.resources import PODS
 from dynamics.controller.runs import run_selector
 from dynamics.errors import KubeError
 

@@ -27,7 +27,8 @@ log = logging.getLogger("dynamics.controller")
 # code 2 (retrying cannot help), so `kubectl get jobs` shows the failure too.
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 2
-FATAL_STATUSES = (401, 403)
+# Errors that retrying cannot fix: bad credentials, missing RBAC, an object the API server rejects.
+FATAL_STATUSES = (400, 401, 403, 422)
 
 
 class Outcome(StrEnum):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from dynamics import constants as C
 from dynamics import names
 from dynamics.controller.decide import Observed
-from dynamics.controller.kube import CONFIG_MAPS, RUN_RESOURCES, Kube, KubeApiError, Obj
+from dynamics.controller.kube import Kube, KubeApiError, Obj
+from dynamics.controller.resources import CONFIG_MAPS, RUN_RESOURCES
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.errors import KubeError
 from dynamics.spec import RunSpec

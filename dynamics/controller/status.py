@@ -14,8 +14,9 @@ from typing import TextIO
 from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.controller.decide import run_status, stage_states
-from dynamics.controller.kube import CONFIG_MAPS, PODS, Kube
+from dynamics.controller.kube import Kube
 from dynamics.controller.report import age, status_report
+from dynamics.controller.resources import CONFIG_MAPS, PODS
 from dynamics.controller.runs import RUNS_SELECTOR, delete_run, observe, require_run, run_selector
 from dynamics.controller.state import Phase, RunStatus
 

@@ -3,9 +3,25 @@
 Nothing here does I/O; the stage commands read and write artifacts and call these functions.
 """
 
-from dynamics.core.kmeans import KMeansResult, assign_nearest, fit_spherical_kmeans, sample_training_subset
+from dynamics.core.kmeans import (
+    AssignBackend,
+    KMeansInit,
+    KMeansResult,
+    assign_nearest,
+    fit_spherical_kmeans,
+    sample_training_subset,
+)
 from dynamics.core.refine import refine_centroids
-from dynamics.core.sampler import ShardTable, export_ref_json, use_count, uses
+from dynamics.core.sampler import (
+    DEFAULT_MISSING_PROB,
+    ShardTable,
+    export_ref_json,
+    iter_ref_json,
+    uniform,
+    uniforms,
+    use_count,
+    uses,
+)
 from dynamics.core.scaling import (
     SampleMode,
     cluster_probs,
@@ -16,6 +32,9 @@ from dynamics.core.scaling import (
 )
 
 __all__ = [
+    "DEFAULT_MISSING_PROB",
+    "AssignBackend",
+    "KMeansInit",
     "KMeansResult",
     "SampleMode",
     "ShardTable",
@@ -25,10 +44,13 @@ __all__ = [
     "counts_from_labels",
     "export_ref_json",
     "fit_spherical_kmeans",
+    "iter_ref_json",
     "refine_centroids",
     "sample_training_subset",
     "scale",
     "scale_report",
+    "uniform",
+    "uniforms",
     "use_count",
     "uses",
 ]

@@ -34,12 +34,15 @@ DEFAULT_BLOCK = 512
 _UNIT_ROUNDOFF32 = 2.0**-24
 # Covers float32 underflow in the products, which the relative bound does not.
 _ABS_MARGIN = 1e-30
+# Norms up to 1e15 keep every float32 partial sum (<= ‖a‖·‖b‖) far from overflow.
+_MAX_NORM = 1e15
+_MAX_ABS_THRESHOLD = 1e30
 
 
 def float32_threshold(threshold: float) -> float:
     """The threshold actually compared against: ``threshold`` rounded to float32 (see module doc)."""
-    if not math.isfinite(threshold):
-        raise ValueError(f"threshold must be finite, got {threshold}")
+    if not (math.isfinite(threshold) and abs(threshold) <= _MAX_ABS_THRESHOLD):
+        raise ValueError(f"threshold must be a finite number in [-1e30, 1e30], got {threshold}")
     return float(np.float32(threshold))
 
 
@@ -50,11 +53,9 @@ def exact_sim_at_least(a: np.ndarray, b: np.ndarray, t: float) -> bool:
     return math.fsum([*products.tolist(), -t]) >= 0.0
 
 
-def _error_bounds(c: np.ndarray) -> np.ndarray:
+def _error_bounds(norms: np.ndarray, d: int) -> np.ndarray:
     """Per-row bound on |float32 dot(c_i, c_j) - exact| valid for every j (2gamma_d ‖c_i‖ max‖c_j‖)."""
-    d = c.shape[1]
     gamma = d * _UNIT_ROUNDOFF32 / (1.0 - d * _UNIT_ROUNDOFF32)
-    norms = np.sqrt(np.einsum("ij,ij->i", c, c, dtype=np.float64))
     return 2.0 * gamma * norms * (norms.max() if norms.size else 0.0) + _ABS_MARGIN
 
 
@@ -109,7 +110,10 @@ def refine_centroids(
     t = float32_threshold(threshold)
     k, d = c.shape
     keep = np.zeros(k, dtype=bool)
-    bounds = _error_bounds(c)
+    norms = np.sqrt(np.einsum("ij,ij->i", c, c, dtype=np.float64))
+    if k and norms.max() > _MAX_NORM:
+        raise ValueError(f"centroid norms must be <= {_MAX_NORM:g} (they are normally 1)")
+    bounds = _error_bounds(norms, d)
     kept_vecs = np.empty((k, d), dtype=np.float32)
     m = 0
     for start in range(0, k, block):

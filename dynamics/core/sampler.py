@@ -14,6 +14,9 @@ restart and for any split of shards or samples among data-loader workers::
     stream         = mix64(mix64(mix64(seed) ^ epoch) ^ shard_index)  # ints taken mod 2**64
     u              = (mix64(stream ^ key_hash(key)) >> 11) / 2**53    # exact in float64
 
+``shard_index`` is the shard's position in the run's full shard list (not a worker-local index), and
+``epoch`` the training epoch; a shard read twice in one epoch gets the same decisions both times.
+
 Modes (:data:`SampleMode`): ``cap`` (reference) uses a sample once iff ``u < min(p, 1)``; ``repeat`` gives
 ``floor(p)`` copies plus one more iff ``u < p - floor(p)``. ``p`` is the table's float32 value widened to
 float64 for the comparison.
@@ -84,9 +87,10 @@ def _mix64(x: int) -> int:
 def _stream(seed: int, epoch: int, shard_index: int) -> int:
     """64-bit state shared by all keys of one (seed, epoch, shard); negative ints wrap mod 2**64."""
     # Cached: the per-sample path calls this with the same arguments for a whole shard.
-    s = _mix64(seed & _MASK64)
-    s = _mix64(s ^ (epoch & _MASK64))
-    return _mix64(s ^ (shard_index & _MASK64))
+    # int(): numpy integers would overflow in ``& _MASK64`` (and must give the same result).
+    s = _mix64(int(seed) & _MASK64)
+    s = _mix64(s ^ (int(epoch) & _MASK64))
+    return _mix64(s ^ (int(shard_index) & _MASK64))
 
 
 def uniform(key: str, *, seed: int, epoch: int, shard_index: int) -> float:

@@ -3,7 +3,7 @@
 With ``n_c`` samples in cluster ``c``, ``N = Σ n_c``, ``T = budget · N`` and exponent ``alpha``::
 
     target_c = round(T · n_c^alpha / Σ_j n_j^alpha)   # numpy round: half to even, like Python's round()
-    p_c      = round(target_c / n_c, 6)                # probability of every sample of cluster c
+    p_c      = round(target_c / n_c, 6)                # Python's round: correctly rounded
 
 ``alpha = 1`` is uniform sampling at rate ``T/N``; ``alpha = 0`` gives every non-empty cluster the same target
 (MetaCLIP-like flat balancing); ``0 < alpha < 1`` compresses sizes but keeps their order. ``p_c`` may exceed 1
@@ -71,15 +71,22 @@ def cluster_targets(sizes: np.ndarray, alpha: float, budget: float) -> np.ndarra
 
 
 def cluster_probs(sizes: np.ndarray, targets: np.ndarray, decimals: int = PROB_DECIMALS) -> np.ndarray:
-    """Per-sample probability ``p_c = round(target_c / n_c, decimals)`` (float64); 0 for empty clusters."""
+    """Per-sample probability ``p_c = round(target_c / n_c, decimals)`` (float64); 0 for empty clusters.
+
+    Rounding is Python's ``round(x, 6)`` on the float64 quotient: correctly rounded, half to even.
+    (``numpy.round`` multiplies by 10**6 first and disagrees on about one quotient in a million, e.g.
+    662943 / 2000000, which Python rounds to 0.331471 and numpy to 0.331472.) K is at most ~10**5,
+    so the Python loop costs milliseconds.
+    """
     sizes = _check_sizes(sizes)
     targets = np.asarray(targets)
     if targets.shape != sizes.shape:
         raise ValueError(f"targets shape {targets.shape} != sizes shape {sizes.shape}")
     nonempty = sizes > 0
     p = np.zeros(sizes.shape, dtype=np.float64)
-    p[nonempty] = targets[nonempty] / sizes[nonempty]
-    return np.round(p, decimals)
+    quotients = (targets[nonempty] / sizes[nonempty]).tolist()
+    p[nonempty] = [round(q, decimals) for q in quotients]
+    return p
 
 
 def expected_counts(sizes: np.ndarray, probs: np.ndarray, mode: SampleMode = "cap") -> np.ndarray:

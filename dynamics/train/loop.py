@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ from dynamics.train.plan import PhasePlan
 from dynamics.train.stream import Cursor, StreamSettings
 
 log = logging.getLogger("dynamics.train")
+# open_clip's gather-with-grad calls torch.distributed.nn.all_gather, deprecated but correct.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+                        category=FutureWarning)
 
 MAX_LOGIT_SCALE = math.log(100)
 

@@ -49,6 +49,10 @@ def init_distributed(gpus_per_node: int) -> Dist:
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # Oversubscribed intra-op threads make CPU training many times slower; share the cores.
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if world > 1:
         dist.init_process_group("nccl" if use_cuda else "gloo", timeout=PG_TIMEOUT,
                                 device_id=device if use_cuda else None)

@@ -7,7 +7,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import open_clip
@@ -65,17 +66,28 @@ def model_precision(precision: Precision) -> str:
     return "bf16" if precision is Precision.BF16 else "fp32"
 
 
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    # open_clip logs every creation step at INFO on the root logger; keep `kubectl logs` readable.
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def create_model(train: Train, resolution: int, device: torch.device) -> torch.nn.Module:
     """A randomly initialised model at ``resolution`` px with the spec's context length."""
-    return open_clip.create_model(
-        model_name(train),
-        pretrained=None,
-        precision=model_precision(train.precision),
-        device=device,
-        force_image_size=resolution,
-        force_context_length=train.context_length,
-        output_dict=True,
-    )
+    with _quiet_open_clip():
+        return open_clip.create_model(
+            model_name(train),
+            pretrained=None,
+            precision=model_precision(train.precision),
+            device=device,
+            force_image_size=resolution,
+            force_context_length=train.context_length,
+            output_dict=True,
+        )
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
@@ -117,7 +129,8 @@ def train_transform(model: torch.nn.Module, scale: tuple[float, float]) -> Calla
 
 def tokenizer(train: Train) -> Callable[[list[str]], torch.Tensor]:
     """The model's tokenizer at the spec's context length."""
-    return open_clip.get_tokenizer(model_name(train), context_length=train.context_length)
+    with _quiet_open_clip():
+        return open_clip.get_tokenizer(model_name(train), context_length=train.context_length)
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -12,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 from . import apierrors
 from .patch import PatchType
 from .policy import Access
-from .resources import PODS, SELF_SUBJECT_ACCESS_REVIEW, ResourceType, api_group, group_list, resource_list
+from .resources import SELF_SUBJECT_ACCESS_REVIEW, ResourceType, api_group, group_list, resource_list
 from .selectors import SelectorError, object_filter, parse_field_selector, parse_label_selector
-from .store import EventType, Obj, Propagation, Store
+from .store import Obj, Propagation, Store
+from .streams import StreamsMixin
 from .tables import to_table, wants_table
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 NOT_FOUND_MESSAGE = "the server could not find the requested resource"
-DEFAULT_WATCH_TIMEOUT_S = 1800.0
-TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def _verb(method: str, target: Target, query: dict[str, str]) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch"}[method]
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(StreamsMixin, BaseHTTPRequestHandler):
     """One connection; ``self.server.double`` is the :class:`KubeDouble`."""
 
     protocol_version = "HTTP/1.1"
@@ -71,10 +69,12 @@ class Handler(BaseHTTPRequestHandler):
     # --- plumbing ---
     @property
     def double(self) -> KubeDouble:
+        """The double this handler serves."""
         return self.server.double  # type: ignore[attr-defined]
 
     @property
     def store(self) -> Store:
+        """The double's object store."""
         return self.double.store
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -95,21 +95,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-
-    def _start_stream(self, content_type: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-    def _chunk(self, data: bytes) -> None:
-        if data:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-
-    def _end_stream(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
 
     def _read_body(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -239,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
         elif verb == "list":
             self._list(target, query)
         elif verb == "watch":
-            self._watch(target, query)
+            self._watch(target.rt, target.namespace, query, self._filter(query))
         elif verb == "create":
             if target.subresource or name:
                 raise apierrors.method_not_allowed(method)
@@ -365,96 +350,3 @@ class Handler(BaseHTTPRequestHandler):
         if allowed:
             review["status"]["reason"] = "allowed by the kubedouble allow-list"
         return review
-
-    # --- streams ---
-    def _watch(self, target: Target, query: dict[str, str]) -> None:
-        matches = self._filter(query)
-        rt, ns = target.rt, target.namespace
-        timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_S)
-        deadline = time.monotonic() + timeout
-        rv_param = query.get("resourceVersion") or "0"
-        initial = query.get("sendInitialEvents") == "true"
-        self._start_stream("application/json")
-        if rv_param == "0" or initial:
-            items, rv = self.store.list(rt, ns, matches)
-            for item in items:
-                self._event(EventType.ADDED, item)
-            if initial:
-                self._bookmark(rt, rv)
-        else:
-            rv = int(rv_param)
-        while not self.store.closed and time.monotonic() < deadline:
-            seen = self.store.resource_version
-            for ev in self.store.events_after(rv, rt, ns):
-                rv = ev.rv
-                kind = self._visible_type(ev.type, matches(ev.obj), ev.previous is not None and matches(ev.previous))
-                if kind is not None:
-                    self._event(kind, ev.obj)
-            self.store.wait_for_change(seen, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-        self._end_stream()
-
-    @staticmethod
-    def _visible_type(kind: EventType, now: bool, before: bool) -> EventType | None:
-        """How a change looks through a selector: objects entering it are ADDED, leaving it DELETED."""
-        if kind is EventType.MODIFIED:
-            if now and before:
-                return EventType.MODIFIED
-            if now or before:
-                return EventType.ADDED if now else EventType.DELETED
-            return None
-        return kind if now else None
-
-    def _event(self, kind: EventType | str, obj: Obj) -> None:
-        self._chunk(json.dumps({"type": str(kind), "object": obj}).encode() + b"\n")
-
-    def _bookmark(self, rt: ResourceType, rv: int) -> None:
-        meta = {"resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}
-        self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
-
-    def _pod_log(self, namespace: str | None, name: str, query: dict[str, str]) -> None:
-        pods = PODS
-        pod = self.store.get(pods, namespace, name)
-        container = self._log_container(pod, query.get("container"))
-        if pod.get("status", {}).get("phase") == "Pending":
-            raise apierrors.bad_request(
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
-            )
-        text = self.store.log(namespace or "", name, container)
-        if query.get("follow") != "true":
-            tail = query.get("tailLines")
-            if tail is not None:
-                lines = text.splitlines(keepends=True)
-                text = "".join(lines[-int(tail) :]) if int(tail) else ""
-            self._send_text(200, text)
-            return
-        self._start_stream("text/plain")
-        self._chunk(text.encode())
-        sent = len(text)
-        while not self.store.closed:
-            with self.store.cond:
-                self.store.cond.wait(timeout=0.2)
-            text = self.store.log(namespace or "", name, container)
-            self._chunk(text[sent:].encode())
-            sent = len(text)
-            try:
-                phase = self.store.get(pods, namespace, name).get("status", {}).get("phase")
-            except apierrors.StatusError:
-                break
-            if phase in TERMINAL_POD_PHASES:
-                break
-        self._end_stream()
-
-    @staticmethod
-    def _log_container(pod: Obj, wanted: str | None) -> str:
-        name = pod["metadata"]["name"]
-        containers = [c.get("name", "") for c in pod.get("spec", {}).get("containers", [])]
-        if wanted is None:
-            default = (pod["metadata"].get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
-            if default or len(containers) == 1:
-                return default or containers[0]
-            raise apierrors.bad_request(
-                f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
-            )
-        if wanted not in containers:
-            raise apierrors.bad_request(f"container {wanted} is not valid for pod {name}")
-        return wanted

@@ -72,18 +72,31 @@ class Harness:
         """A fresh connection, as a new controller process would make."""
         return connect(kubeconfig=str(self.kubeconfig), namespace=namespace)
 
-    def play_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
-        """Start the stage's pods (with a log line each), then finish its workload."""
+    def _is_pytorchjob(self, spec: RunSpec, stage: Stage) -> bool:
+        return stage is Stage.TRAIN and spec.train.launcher is Launcher.PYTORCHJOB
+
+    def start_stage(self, spec: RunSpec, stage: Stage) -> None:
+        """Create the stage's pods (Running, each logging ``<stage>: working``) and mark it active."""
         cluster, name = self.double.cluster, names.stage_job(spec.name, stage)
-        if stage is Stage.TRAIN and spec.train.launcher is Launcher.PYTORCHJOB:
-            cluster.start_pytorchjob(NS, name, log=f"{stage.value}: step 100\n")
+        if self._is_pytorchjob(spec, stage):
+            cluster.start_pytorchjob(NS, name, log=f"{stage.value}: working\n")
+        else:
+            cluster.start_job(NS, name, log=f"{stage.value}: working\n")
+
+    def finish_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
+        """Mark the stage's workload Succeeded, or Failed (``failed_indexes=``, ``message=``)."""
+        cluster, name = self.double.cluster, names.stage_job(spec.name, stage)
+        if self._is_pytorchjob(spec, stage):
             cluster.finish_pytorchjob(NS, name, succeeded=succeed, message=failure.get("message"))
-            return
-        cluster.start_job(NS, name, log=f"{stage.value}: working\n")
-        if succeed:
+        elif succeed:
             cluster.succeed_job(NS, name)
         else:
             cluster.fail_job(NS, name, failed_indexes=failure.get("failed_indexes"))
+
+    def play_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
+        """Start the stage's pods, then finish its workload."""
+        self.start_stage(spec, stage)
+        self.finish_stage(spec, stage, succeed=succeed, **failure)
 
     def start_controller(self, run: str = RUN) -> tuple[threading.Event, dict[str, int]]:
         """Run a controller loop in a thread; returns its stop event and a dict receiving ``exit``."""

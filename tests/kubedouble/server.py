@@ -36,11 +36,13 @@ class _HTTPServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """Remember the connection (see :meth:`close_connections`), then serve it in a thread."""
         with self.connections_lock:
             self.connections.add(request)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
+        """Forget the connection once it is closed."""
         with self.connections_lock:
             self.connections.discard(request)
         super().shutdown_request(request)
