@@ -145,8 +145,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
         log.info("eval already complete (%s exists); nothing to do", paths.eval_marker)
         return False
     require([paths.train_marker], "train", cfg)
-    from open_clip import image_transform_v2
-    from open_clip.transform import PreprocessCfg
+    from open_clip.transform import PreprocessCfg, image_transform_v2
 
     from dynamics.train.checkpoint import load_latest
     from dynamics.train.model import create_model, load_weights, tokenizer

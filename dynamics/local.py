@@ -11,6 +11,7 @@ latest checkpoint by itself.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from dynamics.spec import RunSpec
 from dynamics.specio import dump_spec
 
 TAIL_LINES = 25
+_LOG_PREFIX = re.compile(r"^\S+ (INFO|WARNING|ERROR|DEBUG) [\w.]+: ")
 POLL_SECONDS = 0.2
 
 
@@ -49,7 +51,8 @@ class Proc:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
+        # One log per attempt: the tail shown on failure is this attempt's.
+        log = self.log_path.open("wb")
         self.popen = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL)
         log.close()
@@ -208,7 +211,9 @@ class Reporter:
         self.last_tick = now
         tail = running[0].tail(1)
         if tail:
-            self.say(f"  [{run.stage.value}] {tail[0][-160:]}")
+            # Drop the "2026-01-01T00:00:00 INFO logger: " prefix; the message is what matters here.
+            message = _LOG_PREFIX.sub("", tail[0])
+            self.say(f"  [{run.stage.value}] {message[:200]}")
 
 
 def _install_signal_handlers(current: list[StageRun]) -> None:

@@ -103,7 +103,8 @@ def test_cli_errors_print_without_traceback(
     h.double.stop()
     assert cli.submit_main([str(path), "--replace"]) == 1
     err = capsys.readouterr().err
-    assert f"cannot reach the Kubernetes API server at {h.double.url}" in err and "Traceback" not in err
+    assert err.startswith(f"error: cannot reach the Kubernetes API server at {h.double.url} (context 'kubedouble')")
+    assert "Traceback" not in err and "Retrying" not in err
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -7,6 +7,7 @@ with long-tailed per-shard probabilities. One module-scoped reference run is sha
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,9 +99,11 @@ def bucket(s3_server: MotoServer) -> Iterator[Bucket]:
 def _prepare(bucket: Bucket, tmp: Path, label: str) -> tuple[str, str, str]:
     workdir = f"{bucket.uri}/{label}"
     write_tables(bucket.pattern, RunPaths.for_run(workdir, RUN))
-    spec = spec_dict(workdir, bucket.pattern, bucket.n_samples)
-    spec["train"]["phases"][0].update(samples=PHASE1_STEPS * 16, lr=1.0e-3)
-    spec["train"]["phases"][1].update(samples=PHASE2_STEPS * 16, lr=5.0e-4)
+    # 2 loader workers per rank; checkpoints every 3 steps fall inside epochs (5 and 2 steps), so
+    # a resume restores mid-epoch reader cursors and the worker <-> logical-reader rotation.
+    spec = spec_dict(workdir, bucket.pattern, bucket.n_samples, workers=2, checkpointEvery=3)
+    spec["train"]["phases"][0].update(samples=PHASE1_STEPS * 16, samplesPerEpoch=80, lr=1.0e-3)
+    spec["train"]["phases"][1].update(samples=PHASE2_STEPS * 16, samplesPerEpoch=32, lr=5.0e-4)
     spec_path = write_spec(str(tmp / f"{label}.yaml"), spec)
     return workdir, spec_path, str(tmp / f"{label}-keys")
 
@@ -197,7 +200,9 @@ def test_killed_run_resumes_with_the_same_samples(reference: Run, bucket: Bucket
 
     rc, text = _run(bucket, spec_path, keylog, str(tmp_path / "k2.log"))
     assert rc == 0, text[-4000:]
-    assert "resuming from" in text
+    resumed_at = re.search(r"resuming from \S+ \(phase res32, step (\d+)/24\)", text)
+    assert resumed_at, text[-4000:]
+    assert int(resumed_at.group(1)) % 5, "expected a mid-epoch resume (5 steps per epoch)"
     for rank in (0, 1):
         resumed, uninterrupted = read_keylog(keylog, rank), read_keylog(reference.keylog, rank)
         assert keys_in_order(resumed) == keys_in_order(uninterrupted)

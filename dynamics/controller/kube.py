@@ -355,6 +355,6 @@ def connect(
             f"cannot load Kubernetes credentials from {source}: {err}",
             hint="set KUBECONFIG or pass --context NAME (`kubectl config get-contexts` lists them)",
         ) from err
-    cfg.retries = 1
+    cfg.retries = 0  # callers retry where it makes sense (the controller loop); no urllib3 warnings
     endpoint = Endpoint(cfg.host, context_name, namespace or context_ns or "default")
     return Kube(client.ApiClient(cfg), endpoint)

@@ -86,7 +86,8 @@ def _resume_point(run: RunState) -> tuple[int, dict[str, Any] | None]:
             f"{payload['steps']} steps in phase {plan.name}; this job has {run.dist.world_size} "
             f"({plan.steps} steps)",
             hint="resume with the same train.nodes / gpusPerNode / procsPerNode and batch sizes")
-    log.info("resuming from %s (phase %s, step %d/%d)", uri, plan.name, payload["step"], plan.steps)
+    if run.dist.main:
+        log.info("resuming from %s (phase %s, step %d/%d)", uri, plan.name, payload["step"], plan.steps)
     return index, payload
 
 

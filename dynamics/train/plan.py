@@ -1,8 +1,8 @@
 """Step arithmetic of a training run: phases, epochs and sampler epochs (pure, no I/O).
 
 A phase of ``samples`` samples at global batch ``G`` runs ``ceil(samples / G)`` optimizer steps. An
-"epoch" is ``samples_per_epoch(phase)`` samples, i.e. ``round(samples_per_epoch / G)`` steps (at least
-one); the last epoch of a phase may be shorter. Every epoch re-draws the DynamiCS subset: its
+"epoch" is ``samples_per_epoch(phase)`` samples, i.e. ``ceil(samples_per_epoch / G)`` steps (rounded
+up like the phase, so 6 x 213.33M samples make 6 epochs); the last epoch of a phase may be shorter. Every epoch re-draws the DynamiCS subset: its
 *sampler epoch* is a run-wide counter, so phase 2 does not replay phase 1's subsets.
 """
 
@@ -75,7 +75,7 @@ def plan_phases(spec: RunSpec, world_size: int) -> list[PhasePlan]:
     for index, phase in enumerate(spec.train.phases):
         global_batch = phase.batch_per_gpu * world_size
         steps = max(1, math.ceil(phase.samples / global_batch))
-        per_epoch = max(1, round(spec.samples_per_epoch(phase) / global_batch))
+        per_epoch = math.ceil(spec.samples_per_epoch(phase) / global_batch)
         plan = PhasePlan(
             index=index, name=phase.name, resolution=phase.resolution,
             batch_per_rank=phase.batch_per_gpu, world_size=world_size, steps=steps,
