@@ -13,6 +13,7 @@ torch thread, so samples/s is per CPU core. Images are web-like JPEGs of 512-102
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import logging
 import math
@@ -112,6 +113,16 @@ def ours(settings: StreamSettings, n_batches: int, batch: int, resolution: int, 
     return timed(iter(EpochDataset(spec, transform, tokenizer)), n_batches, batch)
 
 
+def _patch_open_clip_eof() -> None:
+    # webdataset >= 0.2.96 ends every shard with an empty "EOF" dict that open_clip 3.3's
+    # group_by_keys_nothrow cannot take (KeyError 'fname'; open_clip#935, webdataset#384). The
+    # maintainers' fix is eof_value=None, applied here so open_clip's pipeline runs unchanged otherwise.
+    import open_clip_train.data as oc_data
+    from webdataset.tariterators import tar_file_expander
+
+    oc_data.tar_file_expander = functools.partial(tar_file_expander, eof_value=None)
+
+
 def open_clip_pipeline(pattern: str, n_samples: int, batch: int, transform: Callable, tokenizer: Callable) -> float:
     args = Namespace(train_data=pattern, val_data=None, dataset_resampled=False, train_num_samples=n_samples,
                      train_data_upsampling_factors=None, seed=0, batch_size=batch, world_size=1, workers=0)
@@ -137,6 +148,7 @@ def main() -> None:
         storage.s3_client().create_bucket(Bucket="bench")
         pattern, keys, size = write_shards("s3://bench", args.shards, args.per_shard, seed=0)
         register_s3_handler(None)
+        _patch_open_clip_eof()
         n = args.shards * args.per_shard
         n_batches = n // args.batch
         model = open_clip.create_model("ViT-B-16", force_image_size=args.resolution)
