@@ -38,7 +38,7 @@ from dynamics import storage
 from dynamics.core.sampler import ShardTable
 from dynamics.layout import RunPaths
 from dynamics.shards import register_s3_handler
-from dynamics.train.data import EpochDataset, EpochSpec, draft_size
+from dynamics.train.data import EpochDataset, EpochSpec
 from dynamics.train.stream import StreamSettings
 
 SIZES = ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (768, 1024))
@@ -109,7 +109,7 @@ def timed(batches: Iterable[object], n_batches: int, batch: int) -> float:
 def ours(settings: StreamSettings, n_batches: int, batch: int, resolution: int, draft: bool,
          transform: Callable, tokenizer: Callable) -> float:
     spec = EpochSpec(stream=settings, sampler_epoch=0, steps=range(n_batches), rank=0, world_size=1,
-                     workers=0, batch_size=batch, draft=draft_size(resolution, SCALE[0]) if draft else None)
+                     workers=0, batch_size=batch, draft=draft)
     return timed(iter(EpochDataset(spec, transform, tokenizer)), n_batches, batch)
 
 
@@ -162,7 +162,7 @@ def main() -> None:
             paths = RunPaths.for_run("s3://bench/work", label)
             write_tables(paths, keys, p)
             return StreamSettings(shards, paths, None, seed=0, sample_seed=0, mode="cap", unknown_prob=0.5,
-                                  window=1000)
+                                  window=400)
 
         full, half = settings(1.0, "p1"), settings(0.5, "p05")
         results: dict[str, list[float]] = {"ours": [], "nodraft": [], "openclip": [], "sampled": []}

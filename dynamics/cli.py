@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from dynamics import __version__
+from dynamics import __version__, tools_cli
+from dynamics.controller import cli as controller_cli
 from dynamics.errors import DynamicsError
 
 # `dynamics stage NAME ...` -> module with `main(argv) -> int`
@@ -82,25 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="validate a run spec and report every problem")
     p.add_argument("spec", help="run spec YAML")
     p.set_defaults(func=_cmd_validate)
-    for hook in _EXTENSIONS:
-        hook(sub)
+    tools_cli.add_commands(sub)
+    controller_cli.add_commands(sub)
     return parser
 
 
-def _load_extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
-    hooks = []
-    for module_name in ("dynamics.tools_cli", "dynamics.controller.cli"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module_name.startswith(exc.name):
-                raise
-            continue
-        hooks.append(module.add_commands)
-    return hooks
-
-
-_EXTENSIONS = _load_extensions()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubedouble.harness import NS, RUN, SPEC, Harness, harness, make_spec
+from kubedouble.harness import NS, RUN, SPEC, Harness, ensure_work_bucket, harness, make_spec
 from kubedouble.resources import SECRETS
 
 from dynamics import cli, storage
@@ -19,6 +19,12 @@ from dynamics.constants import Stage
 from dynamics.controller.kube import REQUIRED_PERMISSIONS
 from dynamics.controller.resources import JOBS
 from dynamics.controller.submit import submit
+
+
+@pytest.fixture(autouse=True)
+def work_bucket(s3_env: object) -> None:
+    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
+    ensure_work_bucket()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec
+from kubedouble.harness import FAST_POLL, NS, RUN, Harness, ensure_work_bucket, harness, make_spec
 
 from dynamics import constants as C
 from dynamics.constants import Stage
@@ -32,6 +32,12 @@ from dynamics.spec import RunSpec
 SPEC = make_spec()
 RUN_SELECTOR = f"{C.LABEL_RUN}={RUN}"
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def work_bucket(s3_env: object) -> None:
+    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
+    ensure_work_bucket()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubedouble.apierrors import StatusError
-from kubedouble.harness import FAST_POLL, NS, RUN, SPEC, Harness, harness, make_spec
+from kubedouble.harness import FAST_POLL, NS, RUN, SPEC, Harness, ensure_work_bucket, harness, make_spec
 from kubedouble.resources import CONFIG_MAPS as DOUBLE_CONFIG_MAPS
 from kubedouble.resources import JOBS as DOUBLE_JOBS
 from kubedouble.resources import PYTORCHJOBS as DOUBLE_PYTORCHJOBS
@@ -27,6 +27,12 @@ from dynamics.errors import KubeError
 from dynamics.render import stages_of
 
 SPEC_OBJ = make_spec()
+
+
+@pytest.fixture(autouse=True)
+def work_bucket(s3_env: object) -> None:
+    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
+    ensure_work_bucket()
 
 
 @pytest.fixture

@@ -99,3 +99,12 @@ def test_inline_config_and_resized_weights() -> None:
     assert any(p is small.visual.conv1.weight for p in decay["params"])
     assert open_clip.get_model_config(register_config(TINY_MODEL))["embed_dim"] == 32
 
+
+
+def test_missing_sampling_tables_fail_with_a_fix(tmp_path: Path) -> None:
+    from dynamics.train.main import main
+    from tests.test_train_support import write_spec
+
+    spec_path = write_spec(str(tmp_path / "spec.yaml"), spec_dict(str(tmp_path / "work"), "x/{0..3}.tar", 600))
+    with pytest.raises(DynamicsError, match="scale stage"):
+        main(["--spec", spec_path])

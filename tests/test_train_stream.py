@@ -17,9 +17,10 @@ from dynamics import storage
 from dynamics.core.sampler import ShardTable, uses
 from dynamics.demo import write_test_shards
 from dynamics.layout import RunPaths
-from dynamics.shards import SkipStats, decode_image, iter_samples
+from dynamics.shards import CorruptImage, SkipStats, iter_samples
 from dynamics.shards_pattern import expand
-from dynamics.train.data import EpochDataset, EpochSpec, draft_size, epoch_loader
+from dynamics.train.data import EpochDataset, EpochSpec, epoch_loader
+from dynamics.train.decode import TrainImageTransform
 from dynamics.train.stream import FRESH, Cursor, StreamSettings, load_table, source, windows
 from tests.test_train_support import RUN, make_data, write_tables
 
@@ -106,7 +107,7 @@ def _epoch(settings: StreamSettings, steps: range, cursors: dict[int, Cursor] | 
     import open_clip
 
     spec = EpochSpec(stream=settings, sampler_epoch=0, steps=steps, rank=0, world_size=1, workers=workers,
-                     batch_size=batch, draft=draft_size(32, 0.4), cursors=cursors or {})
+                     batch_size=batch, cursors=cursors or {})
     transform = open_clip.image_transform(32, is_train=True)
     return EpochDataset(spec, transform, open_clip.get_tokenizer("ViT-B-32", context_length=16))
 
@@ -148,14 +149,37 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path) -> None:
     assert all(b.images.shape[0] == 4 for b in batches)
 
 
-def test_draft_decode_never_upsamples_a_crop() -> None:
-    rng = np.random.default_rng(0)
-    pixels = (rng.random((1200, 1600, 3)) * 255).astype(np.uint8)
+def _jpeg(width: int, height: int) -> bytes:
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x * 255 // width, y * 255 // height, (x * y) % 255], -1).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG")
-    side = draft_size(112, 0.4)
-    image = decode_image(buf.getvalue(), "jpg", draft_size=side)
-    width, height = image.size
-    assert (width, height) < (1600, 1200)  # decoded at a reduced scale
-    assert min(width, height) >= side
-    assert math.sqrt(0.4 * 0.75 * width * height) >= 112 + 1  # smallest crop still >= output size
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def test_draft_decode_keeps_crops_and_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    import open_clip
+    from PIL import JpegImagePlugin
+
+    drafted: list[tuple[int, int]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self: JpegImagePlugin.JpegImageFile, mode: str, size: tuple[int, int]) -> object:
+        result = original(self, mode, size)
+        drafted.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    transform = open_clip.image_transform(112, is_train=True, aug_cfg={"scale": (0.4, 1.0)})
+    fast, full = TrainImageTransform(transform, draft=True), TrainImageTransform(transform, draft=False)
+    data = _jpeg(1600, 1200)
+    for seed in range(5):
+        torch.default_generator.manual_seed(seed)
+        a = fast(data, "jpg")
+        torch.default_generator.manual_seed(seed)
+        b = full(data, "jpg")
+        assert a.shape == b.shape == (3, 112, 112)
+        assert (a - b).abs().mean() < 0.05  # same crop, resampled from a DCT-reduced decode
+    assert len(drafted) == 5 and all(w <= 800 and h <= 600 for w, h in drafted)  # >= 2x fewer pixels/side
+    with pytest.raises(CorruptImage):
+        fast(b"not an image", "jpg")

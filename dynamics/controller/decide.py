@@ -11,7 +11,9 @@ Stage state machine (per stage)::
                                    \\----Failed condition-----> Failed  (the run fails)
 
 Run phase: Pending until the first stage's workload exists, Running while stages run, Succeeded
-when all stages succeeded, Failed as soon as one stage failed. A terminal recorded phase is sticky:
+when all stages succeeded, Failed as soon as one stage failed. A failed stage's reason carries what
+the shell observed of its failed pods (exit codes; the first pod's log tail is kept for the report):
+the shell asks :func:`failed_stages` which stages to gather them for. A terminal recorded phase is sticky:
 a controller restarted after the end of a run does nothing (even if TTL removed finished Jobs).
 """
 
@@ -26,8 +28,10 @@ from dynamics.controller.state import (
     WORKLOAD_KINDS,
     Obj,
     Phase,
+    PodFailure,
     RunStatus,
     StageState,
+    with_pod_failures,
     workload_state,
 )
 from dynamics.render import render_stage, stages_of
@@ -48,18 +52,25 @@ def key_of(obj: Obj) -> ObjectKey:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the controller saw: the run's live objects, the recorded status, the API's gaps."""
+    """What the controller saw: the run's live objects, the recorded status, the API's gaps, and
+    the failed pods of failed stages (see :func:`failed_stages`)."""
 
     objects: Mapping[ObjectKey, Obj] = field(default_factory=dict)
     recorded: RunStatus | None = None
     unserved_kinds: frozenset[str] = frozenset()  # kinds the API server does not serve (no CRD)
+    pod_failures: Mapping[Stage, tuple[PodFailure, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(
-        cls, objects: Iterable[Obj], recorded: RunStatus | None = None, unserved_kinds: Iterable[str] = ()
+        cls,
+        objects: Iterable[Obj],
+        recorded: RunStatus | None = None,
+        unserved_kinds: Iterable[str] = (),
+        pod_failures: Mapping[Stage, Iterable[PodFailure]] | None = None,
     ) -> Observed:
         """Build from a flat list of live objects."""
-        return cls({key_of(o): o for o in objects}, recorded, frozenset(unserved_kinds))
+        failures = {stage: tuple(pods) for stage, pods in (pod_failures or {}).items()}
+        return cls({key_of(o): o for o in objects}, recorded, frozenset(unserved_kinds), failures)
 
 
 @dataclass(frozen=True)
@@ -108,11 +119,25 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
         return unserved
     live = observed.objects.get(key_of(workload))
     if live is not None:
-        return workload_state(stage, live)
+        return with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
     recorded = observed.recorded.stage_state(stage) if observed.recorded else None
     if recorded is not None and recorded.phase.terminal:
         return recorded
     return StageState(stage, Phase.PENDING)
+
+
+def failed_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
+    """Stages whose live workload has failed (the shell gathers their failed pods), unless the run's
+    recorded status is already terminal (then nothing more is read)."""
+    if observed.recorded is not None and observed.recorded.phase.terminal:
+        return []
+    out = []
+    for stage in stages_of(spec):
+        workload = _workload(render_stage(spec, stage))
+        live = observed.objects.get(key_of(workload)) if workload is not None else None
+        if live is not None and workload_state(stage, live).phase is Phase.FAILED:
+            out.append(stage)
+    return out
 
 
 def stage_states(spec: RunSpec, observed: Observed) -> list[StageState]:

@@ -24,6 +24,7 @@ from dynamics.controller.resources import (
     ACCESS_REVIEWS,
     BY_KIND,
     CONFIG_MAPS,
+    EVENTS,
     JOBS,
     POD_LOGS,
     PODS,
@@ -49,11 +50,15 @@ def _perm(verb: Verb, res: Resource) -> Permission:
     return (verb.value, res.group, res.rbac_resource)
 
 
-# Exactly the calls the in-cluster controller makes (the chart's Role must grant them).
+# Exactly the calls the in-cluster controller makes (the chart's Role must grant them): the run
+# ConfigMap, the stages' objects, a failed stage's pods and their log tails, and progress Events.
 CONTROLLER_PERMISSIONS: tuple[Permission, ...] = (
     _perm(Verb.GET, CONFIG_MAPS),
     _perm(Verb.PATCH, CONFIG_MAPS),
     *(_perm(verb, res) for res in RUN_RESOURCES for verb in (Verb.LIST, Verb.CREATE)),
+    _perm(Verb.LIST, PODS),
+    _perm(Verb.GET, POD_LOGS),
+    _perm(Verb.CREATE, EVENTS),
 )
 # Exactly the calls `dynamics-submit` makes (with --replace and --wait).
 SUBMIT_PERMISSIONS: tuple[Permission, ...] = (

@@ -67,6 +67,7 @@ CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
 SERVICES = Resource("", "v1", "services", "Service")
 PODS = Resource("", "v1", "pods", "Pod")
 POD_LOGS = Resource("", "v1", "pods", "Pod", subresource="log")
+EVENTS = Resource("", "v1", "events", "Event")
 SECRETS = Resource("", "v1", "secrets", "Secret")
 NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 JOBS = Resource("batch", "v1", "jobs", "Job")
@@ -74,6 +75,6 @@ PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
 ACCESS_REVIEWS = Resource(
     "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False
 )
-BY_KIND: dict[str, Resource] = {r.kind: r for r in (CONFIG_MAPS, SERVICES, PODS, JOBS, PYTORCHJOBS)}
+BY_KIND: dict[str, Resource] = {r.kind: r for r in (CONFIG_MAPS, SERVICES, PODS, EVENTS, JOBS, PYTORCHJOBS)}
 # What a run consists of besides its ConfigMap: listed by label to observe (and count) the run.
 RUN_RESOURCES: tuple[Resource, ...] = (JOBS, PYTORCHJOBS, SERVICES)

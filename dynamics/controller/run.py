@@ -5,21 +5,32 @@ asks the pure :func:`~dynamics.controller.decide.next_actions` what to do, does 
 short interval after a change, backing off (doubling up to a maximum) while nothing changes. The
 controller keeps no state between passes, so a killed controller can be started again at any
 moment: it re-reads the cluster and continues without creating duplicates.
+
+Besides the stages' objects and ``status.json``, the controller records each stage transition as a
+Kubernetes Event on the run ConfigMap and, once at start, writes the resolved spec to
+``<workdir>/<run>/spec.yaml``; both are best effort (a warning, never a failed run).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
+from dynamics import storage
 from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions
+from dynamics.controller.doctor import storage_config
 from dynamics.controller.kube import Kube, KubeApiError
-from dynamics.controller.report import describe_changes
-from dynamics.controller.runs import RunRecord, observe, read_run, with_owner, write_status
+from dynamics.controller.report import RunEvent, describe_changes, run_events
+from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
 from dynamics.controller.state import Phase, RunStatus, object_ref
-from dynamics.errors import KubeError
+from dynamics.errors import KubeError, StorageError
+from dynamics.layout import RunPaths
+from dynamics.spec import RunSpec
+from dynamics.specio import dump_spec
 
 log = logging.getLogger("dynamics.controller")
 
@@ -29,6 +40,22 @@ EXIT_SUCCEEDED = 0
 EXIT_FAILED = 2
 # Errors that retrying cannot fix: bad credentials, missing RBAC, an object the API server rejects.
 FATAL_STATUSES = (400, 401, 403, 422)
+
+
+def _now() -> str:
+    """The current time as Kubernetes writes timestamps."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_resolved_spec(spec: RunSpec) -> str | None:
+    """Write the resolved spec to ``<workdir>/<run>/spec.yaml`` unless it exists; returns the URI
+    written, None if it already existed. Raises StorageError."""
+    uri = RunPaths.for_run(spec.storage.workdir, spec.name).spec
+    cfg = storage_config(spec)
+    if storage.exists(uri, cfg):
+        return None
+    storage.write_bytes(uri, dump_spec(spec).encode(), cfg)
+    return uri
 
 
 class Outcome(StrEnum):
@@ -73,7 +100,10 @@ class Controller:
         self.run = run
         self.poll = poll or Poll()
         self.stop = stop or threading.Event()
+        self.instance = socket.gethostname()  # the controller pod's name, in Events' reportingInstance
         self._last: RunStatus | None = None
+        self._spec_checked = False
+        self._events_forbidden = False
 
     def step(self) -> StepResult:
         """One pass: observe, decide, act."""
@@ -83,6 +113,9 @@ class Controller:
             return StepResult(Outcome.CANCELLED, True)
         if self._last is None:
             self._last = record.recorded
+        if not self._spec_checked:
+            self._spec_checked = True
+            self._write_spec(record)
         actions = next_actions(record.spec, observe(self.kube, record))
         changed = False
         for action in actions:
@@ -98,6 +131,8 @@ class Controller:
         if isinstance(action, WriteStatus):
             for line in describe_changes(self._last, action.status):
                 log.info("run %s: %s", self.run, line)
+            for event in run_events(self._last, action.status):
+                self._emit(record, event)
             self._last = action.status
             return write_status(self.kube, record, action.status)
         log.info("run %s finished: %s%s", self.run, action.phase.value, f" ({action.reason})" if action.reason else "")
@@ -114,6 +149,34 @@ class Controller:
             return True
         log.info("run %s: stage %s: created %s", self.run, action.stage.value, object_ref(obj))
         return True
+
+    def _emit(self, record: RunRecord, event: RunEvent) -> None:
+        """Record an Event on the run ConfigMap; best effort (no permission: one warning, then none)."""
+        if self._events_forbidden:
+            return
+        obj = event_object(record.config_map, event, namespace=self.kube.namespace, now=_now(), instance=self.instance)
+        try:
+            self.kube.create(obj)
+        except KubeError as err:
+            first_line = err.message.splitlines()[0]
+            if isinstance(err, KubeApiError) and err.status == 403:
+                self._events_forbidden = True
+                log.warning("run %s: %s; continuing without recording Events", self.run, first_line)
+            else:
+                log.warning("run %s: could not record Event %s: %s", self.run, event.reason.value, first_line)
+
+    def _write_spec(self, record: RunRecord) -> None:
+        """Write the resolved spec to the work directory once (not for a run that already ended)."""
+        if record.recorded is not None and record.recorded.phase.terminal:
+            return
+        try:
+            uri = write_resolved_spec(record.spec)
+        except StorageError as err:
+            fix = f" (fix: {err.hint})" if err.hint else ""
+            log.warning("run %s: could not write the resolved spec: %s%s; continuing", self.run, err.message, fix)
+            return
+        if uri is not None:
+            log.info("run %s: wrote the resolved spec to %s", self.run, uri)
 
     def loop(self) -> int:
         """Run until the run ends (exit code 0: succeeded or cancelled, 2: failed) or ``stop`` is set."""

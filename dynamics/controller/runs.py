@@ -2,28 +2,37 @@
 
 A run is its ConfigMap (the resolved spec and ``status.json``) plus every object labelled
 ``dynamics.io/run=<run>``; every object the controller or submit creates is owned by the ConfigMap,
-so deleting the ConfigMap deletes the run (garbage collection, in the background).
+so deleting the ConfigMap deletes the run (garbage collection, in the background). Progress Events
+are recorded on the ConfigMap (``kubectl describe configmap RUN``).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics import names
-from dynamics.controller.decide import Observed
+from dynamics.constants import Stage
+from dynamics.controller.decide import Observed, failed_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
-from dynamics.controller.resources import CONFIG_MAPS, RUN_RESOURCES
-from dynamics.controller.state import Phase, RunStatus
+from dynamics.controller.report import RunEvent
+from dynamics.controller.resources import CONFIG_MAPS, PODS, RUN_RESOURCES
+from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
 from dynamics.errors import KubeError
 from dynamics.spec import RunSpec
 from dynamics.specio import load_spec_text
 
+log = logging.getLogger("dynamics.controller")
+
 RUNS_SELECTOR = f"{C.LABEL_NAME}={C.APP_NAME},{C.LABEL_COMPONENT}={C.COMPONENT_RUN}"
+EVENT_SOURCE = "dynamics-controller"
+MAX_EVENT_MESSAGE = 1024  # what kubectl shows comfortably (events.k8s.io/v1 caps its note at 1 KiB)
 
 
 def run_selector(run: str) -> str:
@@ -86,10 +95,47 @@ def list_run_objects(kube: Kube, run: str) -> tuple[list[Obj], set[str]]:
     return objects, unserved
 
 
+def _first_line(err: KubeError) -> str:
+    return err.message.splitlines()[0]
+
+
+def _log_tail(kube: Kube, run: str, pod: Obj, failure: PodFailure) -> tuple[str, ...]:
+    """The last log lines of a failed pod's container; () when they cannot be read (pod gone: 404,
+    no permission: 403, container never started: 400, or the API server unreachable)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    container = failure.container or containers[0].get("name")
+    try:
+        return log_tail(kube.log(failure.pod, container=container, tail=LOG_TAIL_LINES))
+    except KubeError as err:
+        log.warning("run %s: cannot read the log of pod %s: %s", run, failure.pod, _first_line(err))
+        return ()
+
+
+def stage_pod_failures(kube: Kube, run: str, stage: Stage) -> tuple[PodFailure, ...]:
+    """The failed pods of one stage of ``run``, the first with its log tail; () when the pods cannot
+    be listed (the failure reason then is the workload's condition message alone)."""
+    try:
+        pods = kube.list(PODS, f"{run_selector(run)},{C.LABEL_STAGE}={stage.value}")
+    except KubeApiError as err:
+        log.warning("run %s: cannot list the pods of stage %s: %s", run, stage.value, _first_line(err))
+        return ()
+    failures = failed_pods(pods)
+    if not failures:
+        return ()
+    first = failures[0]
+    pod = next(p for p in pods if p["metadata"]["name"] == first.pod)
+    return (dataclasses.replace(first, log_tail=_log_tail(kube, run, pod, first)), *failures[1:])
+
+
 def observe(kube: Kube, record: RunRecord) -> Observed:
-    """What the controller's decision needs, read from the cluster."""
+    """What the controller's decision needs, read from the cluster (with a failed stage's pods)."""
     objects, unserved = list_run_objects(kube, record.name)
-    return Observed.of(objects, record.recorded, unserved)
+    observed = Observed.of(objects, record.recorded, unserved)
+    stages = failed_stages(record.spec, observed)
+    if not stages:
+        return observed
+    failures = {stage: stage_pod_failures(kube, record.name, stage) for stage in stages}
+    return dataclasses.replace(observed, pod_failures=failures)
 
 
 def with_owner(obj: Obj, config_map: Obj) -> Obj:
@@ -99,6 +145,37 @@ def with_owner(obj: Obj, config_map: Obj) -> Obj:
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": meta["name"], "uid": meta["uid"]}
     out["metadata"]["ownerReferences"] = [ref]
     return out
+
+
+def event_object(config_map: Obj, event: RunEvent, *, namespace: str, now: str, instance: str) -> Obj:
+    """A core/v1 Event about the run ConfigMap (what ``kubectl describe configmap RUN`` lists)."""
+    meta = config_map["metadata"]
+    run = (meta.get("labels") or {}).get(C.LABEL_RUN, meta["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{meta['name']}.",
+            "namespace": namespace,
+            "labels": {C.LABEL_NAME: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_CONTROLLER, C.LABEL_RUN: run},
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": meta["name"],
+            "namespace": namespace,
+            "uid": meta["uid"],
+        },
+        "reason": event.reason.value,
+        "message": clip(event.message, MAX_EVENT_MESSAGE),
+        "type": event.type,
+        "source": {"component": EVENT_SOURCE},
+        "reportingComponent": EVENT_SOURCE,
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def write_status(kube: Kube, record: RunRecord, status: RunStatus) -> bool:

@@ -1,4 +1,4 @@
-"""Training batches: reader streams -> decode (reduced-scale JPEG) -> open_clip transform -> tokens.
+"""Training batches: reader streams -> crop-aware reduced-scale decode + open_clip transform -> tokens.
 
 One :class:`EpochDataset` serves one epoch of one phase on one rank. The data loader's workers are
 *logical readers*; the loader hands out batches round-robin, so step ``s`` of the epoch comes from
@@ -10,7 +10,6 @@ rank sees exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,27 +18,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dynamics.shards import CorruptImage, SkipReason, SkipStats, decode_image
+from dynamics.shards import CorruptImage, SkipReason, SkipStats
+from dynamics.train.decode import TrainImageTransform
 from dynamics.train.plan import worker_quota
 from dynamics.train.stream import FRESH, Cursor, Item, StreamSettings, windows
 
-# RandomResizedCrop's default aspect-ratio range is (3/4, 4/3): a crop of area a has sides >= sqrt(a*3/4).
-_MIN_RATIO = 3 / 4
 
-
-def draft_size(resolution: int, min_scale: float) -> int:
-    """Side a JPEG may be reduced to (PIL draft) without any crop being upsampled to ``resolution``.
-
-    A RandomResizedCrop of at least ``min_scale`` of the area of a W x H image has both sides
-    >= sqrt(min_scale * 3/4 * W * H); with W, H >= the returned side that is >= ``resolution``
-    (+1 px for the crop's integer rounding), so the output is always a downscale, as without draft.
-    """
-    return math.ceil(resolution / math.sqrt(min_scale * _MIN_RATIO)) + 1
-
-
-def augmentation_seed(seed: int, sampler_epoch: int, item: Item) -> int:
-    """Seed of one item's random crop: a pure function of the run seed, epoch and sample copy."""
-    packed = struct.pack("<qqqqq", seed, sampler_epoch, item.shard_index, item.row, item.copy)
+def augmentation_seed(seed: int, item: Item) -> int:
+    """Seed of one item's random crop: a pure function of the run seed, draw epoch and sample copy."""
+    packed = struct.pack("<qQqqq", seed, item.draw_epoch, item.shard_index, item.row, item.copy)
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") >> 1
 
 
@@ -54,7 +41,7 @@ class EpochSpec:
     world_size: int
     workers: int
     batch_size: int
-    draft: int | None
+    draft: bool = True
     cursors: Mapping[int, Cursor] = field(default_factory=dict)
 
     @property
@@ -85,8 +72,10 @@ class EpochDataset(IterableDataset):
 
     def __init__(self, spec: EpochSpec, transform: Callable[[Any], torch.Tensor],
                  tokenize: Callable[[list[str]], torch.Tensor]) -> None:
+        """``transform``: open_clip's training transform; ``tokenize``: its tokenizer."""
         super().__init__()
-        self.spec, self.transform, self.tokenize = spec, transform, tokenize
+        self.spec, self.tokenize = spec, tokenize
+        self.transform = TrainImageTransform(transform, draft=spec.draft)
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -111,15 +100,14 @@ class EpochDataset(IterableDataset):
         cursor = FRESH
         while len(images) < self.spec.batch_size:
             cursor, item = next(items)
+            # torchvision draws crop parameters from torch's default CPU generator (private to this
+            # worker process); seeding it per item makes augmentations replay exactly on resume.
+            torch.default_generator.manual_seed(augmentation_seed(self.spec.stream.seed, item))
             try:
-                image = decode_image(item.image, item.ext, draft_size=self.spec.draft)
+                images.append(self.transform(item.image, item.ext))
             except CorruptImage:
                 stats.add(SkipReason.CORRUPT_IMAGE)
                 continue
-            # torchvision draws crop parameters from torch's global RNG (private to this worker
-            # process); seeding it per item makes augmentations replay exactly after a resume.
-            torch.manual_seed(augmentation_seed(self.spec.stream.seed, self.spec.sampler_epoch, item))
-            images.append(self.transform(image))
             captions.append(item.caption)
             keys.append(item.label)
         skipped = stats.to_dict()

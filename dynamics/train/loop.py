@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dynamics.spec import Precision, RunSpec
 from dynamics.storage import StorageConfig
 from dynamics.train import checkpoint as ckpt
-from dynamics.train.data import Batch, EpochDataset, EpochSpec, draft_size, epoch_loader
+from dynamics.train.data import Batch, EpochDataset, EpochSpec, epoch_loader
 from dynamics.train.logs import KeyLog, Progress, TensorBoard
 from dynamics.train.model import model_name, model_precision, param_groups, tokenizer, train_transform
 from dynamics.train.plan import PhasePlan
@@ -122,8 +122,7 @@ class PhaseTrainer:
         return EpochSpec(
             stream=self.run.stream, sampler_epoch=self.plan.sampler_epoch(epoch), steps=steps,
             rank=d.rank, world_size=d.world_size, workers=t.workers,
-            batch_size=self.plan.batch_per_rank,
-            draft=draft_size(self.plan.resolution, t.augmentation.scale[0]), cursors=dict(self.cursors),
+            batch_size=self.plan.batch_per_rank, cursors=dict(self.cursors),
         )
 
     def _train_epoch(self, epoch: int, steps: range) -> None:

@@ -131,8 +131,21 @@ def train_all(run: RunState) -> str:
     return ckpt.checkpoint_uri(run.paths, last, last.steps)
 
 
+def _preflight(ctx: Any, d: Dist) -> None:
+    spec = ctx.spec
+    first_table = ctx.paths.shard_table(0)
+    if not storage.exists(first_table, ctx.storage):
+        raise DynamicsError(f"no sampling tables: {first_table} does not exist",
+                            hint="run the scale stage first (dynamics stage scale)")
+    planned = spec.train.nodes * spec.train.procs
+    if d.main and d.world_size != planned:
+        log.warning("running %d processes, the spec plans %d (train.nodes x processes per node): the "
+                    "global batch is %d x batchPerGpu instead", d.world_size, planned, d.world_size)
+
+
 def _run_state(ctx: Any, d: Dist) -> RunState:
     spec, cfg = ctx.spec, ctx.storage
+    _preflight(ctx, d)
     shards = tuple(resolve_shards(spec.data.shards, cfg))
     stream = StreamSettings(
         shards=shards, paths=ctx.paths, storage=cfg, seed=spec.train.seed, sample_seed=spec.sample.seed,

@@ -2,8 +2,9 @@
 
 A phase of ``samples`` samples at global batch ``G`` runs ``ceil(samples / G)`` optimizer steps. An
 "epoch" is ``samples_per_epoch(phase)`` samples, i.e. ``ceil(samples_per_epoch / G)`` steps (rounded
-up like the phase, so 6 x 213.33M samples make 6 epochs); the last epoch of a phase may be shorter. Every epoch re-draws the DynamiCS subset: its
-*sampler epoch* is a run-wide counter, so phase 2 does not replay phase 1's subsets.
+up like the phase, so 6 x 213.33M samples make 6 epochs); the last epoch of a phase may be shorter.
+Every epoch re-draws the DynamiCS subset: its *sampler epoch* is a run-wide counter, so phase 2 does
+not replay phase 1's subsets.
 """
 
 from __future__ import annotations

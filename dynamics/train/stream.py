@@ -97,6 +97,7 @@ class Item:
     image: bytes
     ext: str
     caption: str
+    draw_epoch: int  # the epoch number the sampler decided this copy with (differs per pass)
 
     @property
     def label(self) -> str:
@@ -142,7 +143,7 @@ def _shard_items(cfg: StreamSettings, shard_index: int, sampler_epoch: int, star
         first = start_copy if sample.row == start_row else 0
         for copy in range(first, copies):
             yield Item(shard_index, sample.row, sample.key, copy, sample.image, sample.image_ext,
-                       sample.caption)
+                       sample.caption, sampler_epoch)
     if table is not None and table.misses:
         stats.add(StreamSkip.MISSING_FROM_TABLE, table.misses)
 

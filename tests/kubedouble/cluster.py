@@ -13,7 +13,7 @@ import copy
 import uuid
 from typing import Any
 
-from .resources import JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
+from .resources import EVENTS, JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
 from .store import Obj, Store, now_rfc3339
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -103,14 +103,18 @@ class Cluster:
             self.set_log(namespace, name, log)
         return self.store.get(PODS, namespace, name)
 
-    def set_pod_phase(self, namespace: str, name: str, phase: str, *, exit_code: int | None = None) -> Obj:
-        """Write ``status.phase`` and matching container states (terminated for Succeeded/Failed)."""
+    def set_pod_phase(
+        self, namespace: str, name: str, phase: str, *, exit_code: int | None = None, reason: str | None = None
+    ) -> Obj:
+        """Write ``status.phase`` and matching container states (terminated for Succeeded/Failed, with
+        ``exit_code`` and the kubelet's ``reason``, e.g. 137 and ``OOMKilled``)."""
         pod = self.store.get(PODS, namespace, name)
         statuses = []
         for c in pod["spec"].get("containers", []):
             if phase in ("Succeeded", "Failed"):
                 code = exit_code if exit_code is not None else (0 if phase == "Succeeded" else 1)
-                state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
+                why = reason or ("Completed" if code == 0 else "Error")
+                state = {"terminated": {"exitCode": code, "reason": why, "finishedAt": now_rfc3339()}}
             elif phase == "Running":
                 state = {"running": {"startedAt": now_rfc3339()}}
             else:
@@ -136,6 +140,15 @@ class Cluster:
         if container is None:
             container = self.store.get(PODS, namespace, pod)["spec"]["containers"][0]["name"]
         self.store.set_log(namespace, pod, container, text, append=append)
+
+    def events(self, namespace: str, involved: str | None = None) -> list[Obj]:
+        """Events in ``namespace`` (about the object named ``involved``), oldest first."""
+        items, _ = self.store.list(
+            EVENTS,
+            namespace,
+            lambda o: involved is None or (o.get("involvedObject") or {}).get("name") == involved,
+        )
+        return sorted(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
     def pods(self, namespace: str, **labels: str) -> list[Obj]:
         """Pods in ``namespace`` carrying all of ``labels``."""
@@ -208,14 +221,24 @@ class Cluster:
         self._finish_pods(namespace, name, failed=set())
         return self._write_status(JOBS, namespace, name, status)
 
-    def fail_job(self, namespace: str, name: str, *, failed_indexes: list[int] | None = None) -> Obj:
-        """Fail a Job: with ``failed_indexes`` as ``FailedIndexes`` (backoffLimitPerIndex), else backoff."""
+    def fail_job(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        failed_indexes: list[int] | None = None,
+        exit_code: int | None = None,
+        reason: str | None = None,
+    ) -> Obj:
+        """Fail a Job: with ``failed_indexes`` as ``FailedIndexes`` (backoffLimitPerIndex), else backoff.
+
+        Its failed pods' containers end with ``exit_code`` (default 1) and ``reason`` (default Error)."""
         job = self.job(namespace, name)
         completions = int(job["spec"].get("completions") or 1)
         status = dict(job.get("status") or {})
         status.setdefault("startTime", now_rfc3339())
         if failed_indexes:
-            reason, message = "FailedIndexes", "Job has failed indexes"
+            why, message = "FailedIndexes", "Job has failed indexes"
             done = [i for i in range(completions) if i not in failed_indexes]
             status.update(
                 {
@@ -226,7 +249,7 @@ class Cluster:
                 }
             )
         else:
-            reason, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            why, message = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
             status["failed"] = int(job["spec"].get("backoffLimit", 6)) + 1
         status.update(
             {
@@ -234,20 +257,31 @@ class Cluster:
                 "ready": 0,
                 "terminating": 0,
                 "conditions": [
-                    _condition("FailureTarget", True, reason, message),
-                    _condition("Failed", True, reason, message),
+                    _condition("FailureTarget", True, why, message),
+                    _condition("Failed", True, why, message),
                 ],
             }
         )
-        self._finish_pods(namespace, name, failed=set(failed_indexes or []) if failed_indexes else None)
+        failed = set(failed_indexes) if failed_indexes else None
+        self._finish_pods(namespace, name, failed=failed, exit_code=exit_code, reason=reason)
         return self._write_status(JOBS, namespace, name, status)
 
-    def _finish_pods(self, namespace: str, job: str, failed: set[int] | None) -> None:
+    def _finish_pods(
+        self,
+        namespace: str,
+        job: str,
+        failed: set[int] | None,
+        exit_code: int | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Pods of failed indexes (all pods when ``failed`` is None) end Failed, the rest Succeeded."""
         for pod in self.pods(namespace, **{JOB_NAME_LABEL: job}):
             index = pod["metadata"]["labels"].get(JOB_INDEX_LABEL)
-            is_failed = failed is None or (index is not None and int(index) in failed)
-            self.set_pod_phase(namespace, pod["metadata"]["name"], "Failed" if is_failed else "Succeeded")
+            pod_name = pod["metadata"]["name"]
+            if failed is None or (index is not None and int(index) in failed):
+                self.set_pod_phase(namespace, pod_name, "Failed", exit_code=exit_code, reason=reason)
+            else:
+                self.set_pod_phase(namespace, pod_name, "Succeeded")
 
     # --- kubeflow.org/v1 PyTorchJobs (the training operator's part) ---
     def pytorchjob(self, namespace: str, name: str) -> Obj:
@@ -297,8 +331,18 @@ class Cluster:
         )
         return pods
 
-    def finish_pytorchjob(self, namespace: str, name: str, *, succeeded: bool, message: str | None = None) -> Obj:
-        """Write the operator's terminal condition: ``Succeeded`` or ``Failed`` (with ``message``)."""
+    def finish_pytorchjob(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        succeeded: bool,
+        message: str | None = None,
+        exit_code: int | None = None,
+        reason: str | None = None,
+    ) -> Obj:
+        """Write the operator's terminal condition: ``Succeeded`` or ``Failed`` (with ``message``; the
+        pods' containers then end with ``exit_code`` and ``reason``)."""
         job = self.pytorchjob(namespace, name)
         if succeeded:
             final = _condition(
@@ -322,7 +366,10 @@ class Cluster:
         ]
         status["completionTime"] = now_rfc3339()
         for pod in self.pods(namespace, **{KF_JOB_NAME: name}):
-            self.set_pod_phase(namespace, pod["metadata"]["name"], "Succeeded" if succeeded else "Failed")
+            if succeeded:
+                self.set_pod_phase(namespace, pod["metadata"]["name"], "Succeeded")
+            else:
+                self.set_pod_phase(namespace, pod["metadata"]["name"], "Failed", exit_code=exit_code, reason=reason)
         return self._write_status(PYTORCHJOBS, namespace, name, status)
 
     def _write_status(self, rt: ResourceType, namespace: str, name: str, status: dict[str, Any]) -> Obj:

@@ -248,7 +248,7 @@ class Handler(StreamsMixin, BaseHTTPRequestHandler):
 
     def _send_object(self, code: int, obj: Obj, rt: ResourceType, query: dict[str, str]) -> None:
         if wants_table(self.headers.get("Accept", "")):
-            self._send_json(code, to_table([obj], obj["metadata"].get("resourceVersion", ""), query))
+            self._send_json(code, to_table([obj], obj["metadata"].get("resourceVersion", ""), query, rt.kind))
         else:
             self._send_json(code, obj)
 
@@ -263,7 +263,7 @@ class Handler(StreamsMixin, BaseHTTPRequestHandler):
     def _list(self, target: Target, query: dict[str, str]) -> None:
         items, rv = self.store.list(target.rt, target.namespace, self._filter(query))
         if wants_table(self.headers.get("Accept", "")):
-            self._send_json(200, to_table(items, str(rv), query))
+            self._send_json(200, to_table(items, str(rv), query, target.rt.kind))
             return
         rt = target.rt
         self._send_json(

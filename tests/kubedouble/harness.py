@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from botocore.exceptions import ClientError
 
-from dynamics import names
+from dynamics import names, storage
 from dynamics.constants import Stage
 from dynamics.controller.kube import Kube, connect
 from dynamics.controller.run import Controller, Poll
@@ -48,6 +49,17 @@ SPEC: dict[str, Any] = {
 }
 
 
+def ensure_work_bucket() -> None:
+    """Create the test spec's bucket on the S3 endpoint the environment names (the tests' moto
+    server), so that the controller's write of the resolved spec is quick and stays local."""
+    bucket, _ = storage.split_s3(SPEC["storage"]["workdir"])
+    client = storage.s3_client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError:
+        client.create_bucket(Bucket=bucket)
+
+
 def make_spec(**overrides: Any) -> RunSpec:
     """The test spec; ``overrides`` replace top-level sections (``train={...}`` merges into train)."""
     data = yaml.safe_load(yaml.safe_dump(SPEC))
@@ -75,27 +87,33 @@ class Harness:
     def _is_pytorchjob(self, spec: RunSpec, stage: Stage) -> bool:
         return stage is Stage.TRAIN and spec.train.launcher is Launcher.PYTORCHJOB
 
-    def start_stage(self, spec: RunSpec, stage: Stage) -> None:
-        """Create the stage's pods (Running, each logging ``<stage>: working``) and mark it active."""
+    def start_stage(self, spec: RunSpec, stage: Stage, *, log: str | None = None) -> None:
+        """Create the stage's pods (Running, each logging ``log``, by default ``<stage>: working``)
+        and mark it active."""
         cluster, name = self.double.cluster, names.stage_job(spec.name, stage)
+        log = log if log is not None else f"{stage.value}: working\n"
         if self._is_pytorchjob(spec, stage):
-            cluster.start_pytorchjob(NS, name, log=f"{stage.value}: working\n")
+            cluster.start_pytorchjob(NS, name, log=log)
         else:
-            cluster.start_job(NS, name, log=f"{stage.value}: working\n")
+            cluster.start_job(NS, name, log=log)
 
     def finish_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
-        """Mark the stage's workload Succeeded, or Failed (``failed_indexes=``, ``message=``)."""
+        """Mark the stage's workload Succeeded, or Failed (``failed_indexes=``, ``message=``, and the
+        failed containers' ``exit_code=`` and ``reason=``)."""
         cluster, name = self.double.cluster, names.stage_job(spec.name, stage)
+        ended = {"exit_code": failure.get("exit_code"), "reason": failure.get("reason")}
         if self._is_pytorchjob(spec, stage):
-            cluster.finish_pytorchjob(NS, name, succeeded=succeed, message=failure.get("message"))
+            cluster.finish_pytorchjob(NS, name, succeeded=succeed, message=failure.get("message"), **ended)
         elif succeed:
             cluster.succeed_job(NS, name)
         else:
-            cluster.fail_job(NS, name, failed_indexes=failure.get("failed_indexes"))
+            cluster.fail_job(NS, name, failed_indexes=failure.get("failed_indexes"), **ended)
 
-    def play_stage(self, spec: RunSpec, stage: Stage, *, succeed: bool = True, **failure: Any) -> None:
-        """Start the stage's pods, then finish its workload."""
-        self.start_stage(spec, stage)
+    def play_stage(
+        self, spec: RunSpec, stage: Stage, *, succeed: bool = True, log: str | None = None, **failure: Any
+    ) -> None:
+        """Start the stage's pods (logging ``log``), then finish its workload."""
+        self.start_stage(spec, stage, log=log)
         self.finish_stage(spec, stage, succeed=succeed, **failure)
 
     def start_controller(self, run: str = RUN) -> tuple[threading.Event, dict[str, int]]:

@@ -94,6 +94,7 @@ CORE: tuple[ResourceType, ...] = (
 )
 CONFIG_MAPS = next(rt for rt in CORE if rt.plural == "configmaps")
 SECRETS = next(rt for rt in CORE if rt.plural == "secrets")
+EVENTS = next(rt for rt in CORE if rt.plural == "events")
 PODS = next(rt for rt in CORE if rt.plural == "pods")
 NODES = next(rt for rt in CORE if rt.plural == "nodes")
 NAMESPACES = next(rt for rt in CORE if rt.plural == "namespaces")

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import apierrors
 from .patch import PatchType, apply_patch
-from .resources import GROUP_BATCH, NAMESPACES, ResourceType
+from .resources import EVENTS, GROUP_BATCH, NAMESPACES, ResourceType
 
 Obj = dict[str, Any]
 Predicate = Callable[[Obj], bool]
@@ -172,6 +172,8 @@ class Store:
                 meta.pop(field, None)
             if rt.tracks_generation:
                 meta["generation"] = 1
+            if rt is EVENTS:
+                _validate_event(obj)
             self._default_on_create(rt, obj)
             if dry_run:
                 return obj
@@ -389,6 +391,20 @@ class Store:
         """The log text of one container so far."""
         with self.cond:
             return self._logs.get((namespace, pod, container), "")
+
+
+def _validate_event(event: Obj) -> None:
+    """kube-apiserver's check of a core/v1 Event without ``eventTime``: the object it is about lives
+    in the Event's namespace (an empty involvedObject namespace only in ``default``)."""
+    meta = event["metadata"]
+    involved_ns = (event.get("involvedObject") or {}).get("namespace") or ""
+    expected = "" if meta.get("namespace") == "default" and not involved_ns else meta.get("namespace")
+    if not event.get("eventTime") and involved_ns != expected:
+        raise apierrors.invalid(
+            EVENTS,
+            meta["name"],
+            f'involvedObject.namespace: Invalid value: "{involved_ns}": does not match event.namespace',
+        )
 
 
 def _owner_uids(obj: Obj) -> set[str]:

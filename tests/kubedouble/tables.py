@@ -1,4 +1,8 @@
-"""``meta.k8s.io/v1`` Table responses (what ``kubectl get`` asks for to print columns)."""
+"""``meta.k8s.io/v1`` Table responses (what ``kubectl get`` asks for to print columns).
+
+Every resource gets Name and Age; Events get kube-apiserver's own columns (Last Seen, Type, Reason,
+Object, Message), so that ``kubectl get events`` reads as it does against a real cluster.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,16 @@ Obj = dict[str, Any]
 _COLUMNS = [
     {"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0},
     {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0},
+]
+
+
+_EVENT_COLUMNS = [
+    {"name": "Last Seen", "type": "string", "format": "", "description": "Time of the last occurrence", "priority": 0},
+    {"name": "Type", "type": "string", "format": "", "description": "Normal or Warning", "priority": 0},
+    {"name": "Reason", "type": "string", "format": "", "description": "Why the event happened", "priority": 0},
+    {"name": "Object", "type": "string", "format": "", "description": "The object it is about", "priority": 0},
+    {"name": "Message", "type": "string", "format": "", "description": "What happened", "priority": 0},
+    {"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 1},
 ]
 
 
@@ -42,13 +56,33 @@ def _row_object(obj: Obj, include: str) -> Obj | None:
     }
 
 
-def to_table(items: list[Obj], resource_version: str, query: dict[str, str]) -> Obj:
-    """A Table with Name and Age columns; ``includeObject`` picks what each row embeds."""
+def _event_cells(event: Obj) -> list[str]:
+    involved = event.get("involvedObject") or {}
+    when = event.get("lastTimestamp") or event.get("metadata", {}).get("creationTimestamp")
+    return [
+        _age(when),
+        event.get("type", ""),
+        event.get("reason", ""),
+        f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+        event.get("message", ""),
+        event.get("metadata", {}).get("name", ""),
+    ]
+
+
+def _cells(obj: Obj) -> list[str]:
+    if obj.get("kind") == "Event":
+        return _event_cells(obj)
+    meta = obj.get("metadata", {})
+    return [meta.get("name", ""), _age(meta.get("creationTimestamp"))]
+
+
+def to_table(items: list[Obj], resource_version: str, query: dict[str, str], kind: str = "") -> Obj:
+    """A Table of ``kind`` objects (Name and Age, or the Event columns); ``includeObject`` picks what
+    each row embeds."""
     include = query.get("includeObject", "Metadata")
     rows = []
     for obj in items:
-        meta = obj.get("metadata", {})
-        row: Obj = {"cells": [meta.get("name", ""), _age(meta.get("creationTimestamp"))]}
+        row: Obj = {"cells": _cells(obj)}
         embedded = _row_object(obj, include)
         if embedded is not None:
             row["object"] = embedded
@@ -57,6 +91,6 @@ def to_table(items: list[Obj], resource_version: str, query: dict[str, str]) -> 
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": _COLUMNS,
+        "columnDefinitions": _EVENT_COLUMNS if kind == "Event" else _COLUMNS,
         "rows": rows,
     }
