@@ -40,8 +40,10 @@ def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
         ]
     marker = _read(paths.train_marker, cfg)
     if marker:
-        lines.append(f"\ntraining: {marker.get('samples_seen')} samples seen in {marker.get('steps')} steps; "
-                     f"final checkpoint {marker.get('checkpoint')}")
+        phases = ", ".join(f"{name}: {samples} samples in {steps} steps" for name, samples, steps in
+                           zip(marker["phases"], marker["samples"], marker["steps"], strict=True))
+        lines.append(f"\ntraining: {sum(marker['samples'])} samples seen ({phases})")
+        lines.append(f"  final checkpoint (open_clip format): {marker['final_checkpoint']}")
     results = _read(paths.eval_results, cfg)
     if results:
         lines.append("\nzero-shot evaluation:")

@@ -75,7 +75,7 @@ def test_quickstart_killed_in_training_resumes_and_completes(tmp_path: Path) -> 
     assert results["n"] == 480
     assert results["top1"] > 3 * results["chance"], results["top1"]
     assert results["head_top1"] is not None and results["tail_top1"] is not None
-    assert "zero-shot evaluation" in out and "top-1" in out
+    assert "zero-shot evaluation" in out and "top-1" in out and "samples seen" in out
 
 
 def test_failing_stage_stops_with_its_log(tmp_path: Path) -> None:
