@@ -114,13 +114,43 @@ def test_controller_command_exit_code_on_failure(
 
     def fail_embed() -> None:
         wait_until(lambda: any(j["metadata"]["name"] == f"{RUN}-embed" for j in h.kube().list(JOBS)))
-        h.play_stage(spec, Stage.EMBED, succeed=False, failed_indexes=[0])
+        h.play_stage(
+            spec, Stage.EMBED, succeed=False, failed_indexes=[0], exit_code=137, reason="OOMKilled", log="oom\n"
+        )
 
     threading.Thread(target=fail_embed, daemon=True).start()
     code, _, _ = run_cli(capsys, *controller())
     assert code == 2
-    reason = "stage embed failed: FailedIndexes: Job has failed indexes (failed indexes: 0)"
+    [pod] = h.double.cluster.pods(NS, **{"dynamics.io/stage": "embed", "batch.kubernetes.io/job-completion-index": "0"})
+    name = pod["metadata"]["name"]
+    reason = (
+        "stage embed failed: FailedIndexes: Job has failed indexes (failed indexes: 0); "
+        f"pod {name}: exit code 137 (OOMKilled)"
+    )
     assert caplog.records[-1].getMessage() == f"run {RUN} finished: Failed ({reason})"
+    # `dynamics status NAME`: exit code 1, the one-line reason, then the pod and its log tail
+    code, out, _ = run_cli(capsys, "status", RUN)
+    assert code == 1
+    assert out.splitlines()[-6:] == [
+        f"reason: {reason}",
+        "",
+        "failed pods of stage embed:",
+        f"  {name} (container embed): exit code 137 (OOMKilled)",
+        f"last 1 log line of {name}:",
+        "  | oom",
+    ]
+    code, out, _ = run_cli(capsys, "status", RUN, "-o", "json")
+    embed = next(s for s in yaml.safe_load(out)["stages"] if s["stage"] == "embed")
+    assert embed["pods"] == [
+        {
+            "pod": name,
+            "container": "embed",
+            "exit_code": 137,
+            "reason": "OOMKilled",
+            "message": None,
+            "log_tail": ["oom"],
+        }
+    ]
 
 
 # --- doctor ---

@@ -16,11 +16,29 @@ from dynamics.controller.decide import (
     Finish,
     Observed,
     WriteStatus,
+    failed_stages,
     next_actions,
     stage_states,
 )
-from dynamics.controller.report import describe_changes, stage_line, status_report
-from dynamics.controller.state import Phase, RunStatus, StageState
+from dynamics.controller.report import (
+    EventReason,
+    RunEvent,
+    describe_changes,
+    failure_details,
+    run_events,
+    stage_line,
+    status_report,
+)
+from dynamics.controller.state import (
+    MAX_TEXT_CHARS,
+    Phase,
+    PodFailure,
+    RunStatus,
+    StageState,
+    failed_pods,
+    log_tail,
+    pod_failure,
+)
 from dynamics.render import render_stage, stages_of
 
 SPEC = make_spec()
@@ -169,3 +187,116 @@ def test_progress_lines_and_status_table() -> None:
     assert lines[2].split() == ["STAGE", "STATE", "PROGRESS", "OBJECT", "PODS"]
     assert lines[3].split() == ["embed", "Running", "0/2", "job/demo-embed", "2", "Running"]
     assert lines[4].split() == ["cluster-fit", "Pending", "-", "-", "-"]
+
+
+# --- failed pods, failure details and Events (pure) ---
+
+
+def pod(name: str, phase: str, *statuses: dict[str, Any], index: int | None = None, **status: Any) -> dict[str, Any]:
+    labels = {"batch.kubernetes.io/job-completion-index": str(index)} if index is not None else {}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "main"}]},
+        "status": {"phase": phase, "containerStatuses": list(statuses), **status},
+    }
+
+
+def terminated(code: int, reason: str, key: str = "state", message: str | None = None) -> dict[str, Any]:
+    ended = {"exitCode": code, "reason": reason, **({"message": message} if message else {})}
+    return {"name": "main", key: {"terminated": ended}}
+
+
+def test_pod_failure_reads_exit_codes_and_reasons() -> None:
+    assert pod_failure(pod("a", "Failed", terminated(137, "OOMKilled"))) == PodFailure("a", "main", 137, "OOMKilled")
+    restarted = {"name": "main", "state": {"running": {}}, "lastState": terminated(1, "Error")["state"]}
+    assert pod_failure(pod("b", "Running", restarted)) == PodFailure("b", "main", 1, "Error")
+    evicted = pod("c", "Failed", reason="Evicted", message="The node was low on resource: memory.")
+    assert pod_failure(evicted) == PodFailure("c", None, None, "Evicted", "The node was low on resource: memory.")
+    assert pod_failure(pod("d", "Succeeded", terminated(0, "Completed"))) is None
+    assert pod_failure(pod("e", "Running", {"name": "main", "state": {"running": {}}})) is None
+    long_message = pod("f", "Failed", terminated(2, "Error", message="x" * 1000))
+    assert len(pod_failure(long_message).message or "") == MAX_TEXT_CHARS
+
+
+def test_failed_pods_in_index_order_and_log_tail() -> None:
+    pods = [
+        pod("j-10-x", "Failed", terminated(1, "Error"), index=10),
+        pod("j-2-x", "Failed", terminated(137, "OOMKilled"), index=2),
+        pod("j-3-x", "Succeeded", terminated(0, "Completed"), index=3),
+    ]
+    assert [f.pod for f in failed_pods(pods)] == ["j-2-x", "j-10-x"]
+    text = "".join(f"line {i}\n" for i in range(20)) + "\n" + "y" * 500 + "\n"
+    tail = log_tail(text)
+    assert len(tail) == 10 and tail[0] == "line 11" and tail[-1] == "y" * (MAX_TEXT_CHARS - 3) + "..."
+
+
+def failed_assign(pods: list[PodFailure]) -> list[Any]:
+    message = "Job has failed indexes"
+    assign = live(
+        workload(Stage.ASSIGN),
+        {"failed": 5, "succeeded": 1, "failedIndexes": "1", "conditions": [cond("Failed", "FailedIndexes", message)]},
+    )
+    return next_actions(SPEC, Observed.of([*done_until(Stage.ASSIGN), assign], pod_failures={Stage.ASSIGN: pods}))
+
+
+def test_failed_pods_reach_the_reason_and_the_report() -> None:
+    first = PodFailure("demo-assign-1-a", "assign", 137, "OOMKilled", log_tail=("batch 9", "Killed"))
+    others = [PodFailure(f"demo-assign-1-{c}", "assign", 1, "Error") for c in "bcde"]
+    actions = failed_assign([first, *others])
+    status = actions[0].status
+    condition = "stage assign failed: FailedIndexes: Job has failed indexes (failed indexes: 1)"
+    assert status.reason == (
+        f"{condition}; pods demo-assign-1-a: exit code 137 (OOMKilled), demo-assign-1-b: exit code 1 (Error), "
+        "demo-assign-1-c: exit code 1 (Error) (5 failed pods)"
+    )
+    assert actions[-1] == Finish(Phase.FAILED, status.reason)
+    state = status.stage_state(Stage.ASSIGN)
+    assert state.pods == (first, *others[:2]) and RunStatus.loads(status.dumps()) == status
+    assert failure_details(state) == [
+        "failed pods of stage assign:",
+        "  demo-assign-1-a (container assign): exit code 137 (OOMKilled)",
+        "  demo-assign-1-b (container assign): exit code 1 (Error)",
+        "  demo-assign-1-c (container assign): exit code 1 (Error)",
+        "last 2 log lines of demo-assign-1-a:",
+        "  | batch 9",
+        "  | Killed",
+    ]
+    report = status_report("demo", "team", status, {}).splitlines()
+    assert report[report.index(f"reason: {status.reason}") + 1 :] == ["", *failure_details(state)]
+    # no pods observed (unreadable, or gone): the condition alone
+    assert failed_assign([])[0].status.reason == condition
+
+
+def test_failed_stages_are_the_live_failed_workloads() -> None:
+    assign = live(workload(Stage.ASSIGN), {"conditions": [cond("Failed", "BackoffLimitExceeded")]})
+    observed = Observed.of([*done_until(Stage.ASSIGN), assign])
+    assert failed_stages(SPEC, observed) == [Stage.ASSIGN]
+    ended = RunStatus(Phase.FAILED, Stage.ASSIGN, "stage assign failed: x")
+    assert failed_stages(SPEC, Observed.of([*done_until(Stage.ASSIGN), assign], ended)) == []
+    assert failed_stages(SPEC, Observed.of(done_until(Stage.ASSIGN))) == []
+
+
+def test_events_for_stage_transitions() -> None:
+    first = next_actions(SPEC, Observed())[-1].status
+    running = next_actions(SPEC, Observed.of([live(workload(Stage.EMBED), {"active": 2})]))[-1].status
+    embed_done = next_actions(SPEC, Observed.of(done_until(Stage.CLUSTER_FIT)))[-1].status
+    assert run_events(None, first) == []
+    assert run_events(first, running) == [RunEvent(EventReason.STAGE_STARTED, "stage embed started (job/demo-embed)")]
+    assert run_events(running, running) == []
+    assert run_events(running, embed_done) == [
+        RunEvent(EventReason.STAGE_SUCCEEDED, "stage embed succeeded 2/2 (job/demo-embed)")
+    ]
+    # a stage seen only once it had ended gets both of its Events
+    assert [e.reason for e in run_events(first, embed_done)] == [EventReason.STAGE_STARTED, EventReason.STAGE_SUCCEEDED]
+    failed = failed_assign([])[0].status
+    events = run_events(RunStatus(Phase.RUNNING, Stage.ASSIGN, stages=failed.stages[:2]), failed)
+    assert [(e.type, e.reason) for e in events] == [
+        ("Normal", EventReason.STAGE_STARTED),
+        ("Warning", EventReason.STAGE_FAILED),
+        ("Warning", EventReason.RUN_FAILED),
+    ]
+    assert events[-1].message == f"run failed: {failed.reason}"
+    done = next_actions(SPEC, Observed.of([*done_until(Stage.EVAL), succeeded(Stage.EVAL)]))[0].status
+    assert run_events(done, done) == [] and run_events(embed_done, done)[-1] == RunEvent(
+        EventReason.RUN_SUCCEEDED, "run succeeded"
+    )

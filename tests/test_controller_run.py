@@ -15,19 +15,23 @@ from pathlib import Path
 
 import pytest
 from kubedouble.harness import FAST_POLL, NS, RUN, Harness, ensure_work_bucket, harness, make_spec
+from kubedouble.resources import PODS as DOUBLE_PODS
 
 from dynamics import constants as C
+from dynamics import storage
 from dynamics.constants import Stage
 from dynamics.controller.kube import REQUIRED_PERMISSIONS, Kube
 from dynamics.controller.logs import show_logs
-from dynamics.controller.resources import CONFIG_MAPS
+from dynamics.controller.resources import CONFIG_MAPS, JOBS
 from dynamics.controller.run import EXIT_FAILED, Controller, Outcome
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.controller.status import cancel_run, show_status
 from dynamics.controller.submit import submit
 from dynamics.errors import KubeError
+from dynamics.layout import RunPaths
 from dynamics.render import stages_of
 from dynamics.spec import RunSpec
+from dynamics.specio import dump_spec
 
 SPEC = make_spec()
 RUN_SELECTOR = f"{C.LABEL_RUN}={RUN}"
@@ -132,6 +136,8 @@ def test_full_run_through_every_stage(h: Harness, caplog: pytest.LogCaptureFixtu
     assert f"run {RUN}: stage embed: Running 0/2 done, 2 active (job/{RUN}-embed)" in messages
     assert f"run {RUN}: stage train: Succeeded 2/2 (pytorchjob/{RUN}-train)" in messages
     assert messages[-1] == f"run {RUN} finished: Succeeded"
+    stage_events = [("StageStarted", "StageSucceeded")] * len(stages_of(SPEC))
+    assert [r for _, r, _ in events(h)] == [r for pair in stage_events for r in pair] + ["RunSucceeded"]
     all_logs = io.StringIO()
     show_logs(kube, RUN, all_logs)
     first = all_logs.getvalue().splitlines()[0]
@@ -219,7 +225,21 @@ def test_sigkilled_controller_process_is_replaced(h: Harness) -> None:
     assert len(stage_objects(kube)) == len(stages_of(SPEC))
 
 
-def test_failed_index_fails_the_run(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+FAILED_LOG = "".join(f"assign: part 1, batch {i}\n" for i in range(14)) + "MemoryError: cannot allocate 4 GiB\n"
+JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def events(h: Harness) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events about the run ConfigMap, oldest first."""
+    return [(e["type"], e["reason"], e["message"]) for e in h.double.cluster.events(NS, RUN)]
+
+
+def failed_pod(h: Harness, stage: Stage, index: int) -> str:
+    [pod] = h.double.cluster.pods(NS, **{C.LABEL_STAGE: stage.value, JOB_INDEX: str(index)})
+    return pod["metadata"]["name"]
+
+
+def test_failed_index_fails_the_run_with_exit_codes_and_log_tail(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="dynamics.controller")
     kube = submitted(h)
     stop, result = h.start_controller()
@@ -227,21 +247,135 @@ def test_failed_index_fails_the_run(h: Harness, caplog: pytest.LogCaptureFixture
         wait_until(lambda s=stage: f"Job/{RUN}-{s.value}" in stage_objects(kube))
         h.play_stage(SPEC, stage)
     wait_until(lambda: f"Job/{RUN}-assign" in stage_objects(kube))
-    h.play_stage(SPEC, Stage.ASSIGN, succeed=False, failed_indexes=[1])
+    h.play_stage(
+        SPEC, Stage.ASSIGN, succeed=False, failed_indexes=[1], exit_code=137, reason="OOMKilled", log=FAILED_LOG
+    )
     wait_until(lambda: "exit" in result)
     assert result["exit"] == EXIT_FAILED
-    reason = "stage assign failed: FailedIndexes: Job has failed indexes (failed indexes: 1)"
-    text = status_text(kube)
-    assert text.splitlines()[0] == f"run {RUN} in namespace {NS}: Failed"
-    assert status_row(text, Stage.ASSIGN)[:3] == ["assign", "Failed", "1/2"]
-    assert f"reason: {reason}" in text
+    pod = failed_pod(h, Stage.ASSIGN, 1)
+    stage_reason = f"FailedIndexes: Job has failed indexes (failed indexes: 1); pod {pod}: exit code 137 (OOMKilled)"
+    reason = f"stage assign failed: {stage_reason}"
+    tail = FAILED_LOG.splitlines()[-10:]
+    details = [
+        "failed pods of stage assign:",
+        f"  {pod} (container assign): exit code 137 (OOMKilled)",
+        f"last 10 log lines of {pod}:",
+        *(f"  | {line}" for line in tail),
+    ]
+    # `dynamics status`: the table, a one-line reason, then the failed pods and the log tail
+    lines = status_text(kube).splitlines()
+    assert lines[0] == f"run {RUN} in namespace {NS}: Failed"
+    assert status_row("\n".join(lines), Stage.ASSIGN)[:3] == ["assign", "Failed", "1/2"]
+    at = lines.index(f"reason: {reason}")
+    assert lines[at + 1 :] == ["", *details]
+    # the controller's log
     messages = [r.getMessage() for r in caplog.records]
+    failed_at = messages.index(f"run {RUN}: stage assign: Failed (job/{RUN}-assign): {stage_reason}")
+    assert messages[failed_at + 1 : failed_at + 1 + len(details)] == [f"run {RUN}: {line}" for line in details]
     assert f"run {RUN}: run failed: {reason}" in messages
     assert messages[-1] == f"run {RUN} finished: Failed ({reason})"
     assert f"Job/{RUN}-scale" not in stage_objects(kube)
-    # a restarted controller does not resurrect a failed run
+    # Events on the run ConfigMap, as `kubectl describe configmap` shows them
+    started = [("Normal", "StageStarted", f"stage {s} started (job/{RUN}-{s})") for s in ("embed", "cluster-fit")]
+    assert events(h) == [
+        started[0],
+        ("Normal", "StageSucceeded", f"stage embed succeeded 2/2 (job/{RUN}-embed)"),
+        started[1],
+        ("Normal", "StageSucceeded", f"stage cluster-fit succeeded 1/1 (job/{RUN}-cluster-fit)"),
+        ("Normal", "StageStarted", f"stage assign started (job/{RUN}-assign)"),
+        ("Warning", "StageFailed", f"stage assign failed (job/{RUN}-assign): {stage_reason}"),
+        ("Warning", "RunFailed", f"run failed: {reason}"),
+    ]
+    described = h.kubectl.run("describe", "configmap", RUN).stdout
+    assert "Warning  RunFailed" in described and "Normal   StageStarted" in described
+    listed = h.kubectl.run("get", "events", "--field-selector", f"involvedObject.name={RUN}").stdout
+    assert listed.split()[:5] == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT"] and f"configmap/{RUN}" in listed
+    # a restarted controller does not resurrect a failed run, nor repeat its Events
     assert Controller(h.kube(), RUN, poll=FAST_POLL).loop() == EXIT_FAILED
+    assert len(events(h)) == 7
     stop.set()
+
+
+def fail_first_stage(h: Harness, **failure: object) -> RunStatus:
+    """Submit, let a controller create the embed Job, fail index 0 (exit 137), and end the run."""
+    kube = submitted(h)
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is None
+    h.play_stage(SPEC, Stage.EMBED, succeed=False, failed_indexes=[0], exit_code=137, reason="OOMKilled", **failure)
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
+    return recorded(kube)
+
+
+CONDITION = "stage embed failed: FailedIndexes: Job has failed indexes (failed indexes: 0)"
+
+
+@pytest.mark.parametrize(
+    ("forbidden", "has_exit_code", "has_log"),
+    [(("get", "", "pods/log"), True, False), (("list", "", "pods"), False, False)],
+)
+def test_unreadable_pods_or_logs_fall_back_to_the_condition(
+    h: Harness, caplog: pytest.LogCaptureFixture, forbidden: tuple[str, str, str], has_exit_code: bool, has_log: bool
+) -> None:
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != forbidden])
+    status = fail_first_stage(h)
+    assert status.reason is not None and status.reason.startswith(CONDITION)
+    assert ("exit code 137 (OOMKilled)" in status.reason) is has_exit_code
+    embed = status.stage_state(Stage.EMBED)
+    assert embed is not None and any(p.log_tail for p in embed.pods) is has_log
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "permission denied" in warnings[0]
+
+
+def test_pod_gone_before_its_log_is_read(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_log = Kube.log
+
+    def deleted_first(kube: Kube, pod: str, **kwargs: object) -> str:
+        h.double.store.delete(DOUBLE_PODS, NS, pod)
+        return real_log(kube, pod, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Kube, "log", deleted_first)
+    status = fail_first_stage(h, log="never read\n")
+    assert status.reason is not None and status.reason.startswith(f"{CONDITION}; pod {RUN}-embed-0-")
+    assert status.reason.endswith(": exit code 137 (OOMKilled)")
+    embed = status.stage_state(Stage.EMBED)
+    assert embed is not None and [p.log_tail for p in embed.pods] == [()]
+
+
+def test_forbidden_events_warn_once_and_the_run_goes_on(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("create", "", "events")])
+    kube = submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    for stage in stages_of(SPEC):
+        assert controller.step().outcome is None
+        h.play_stage(SPEC, stage)
+    assert controller.step().outcome is Outcome.SUCCEEDED
+    assert recorded(kube).phase is Phase.SUCCEEDED and h.double.cluster.events(NS) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f'run {RUN}: permission denied: cannot create events in namespace "{NS}"; continuing without recording Events'
+    ]
+
+
+def test_resolved_spec_is_written_once_and_storage_trouble_is_not_fatal(
+    h: Harness, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dynamics.controller")
+    spec = make_spec(storage={"workdir": f"{s3_bucket}/runs"})
+    submitted(h, spec)
+    uri = RunPaths.for_run(spec.storage.workdir, RUN).spec
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is None
+    assert storage.read_bytes(uri).decode() == dump_spec(spec)
+    assert f"run {RUN}: wrote the resolved spec to {uri}" in [r.getMessage() for r in caplog.records]
+    storage.write_bytes(uri, b"kept")  # an existing spec.yaml is left alone
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is None
+    assert storage.read_bytes(uri) == b"kept"
+    # a work directory the controller cannot write to: a warning, and the run goes on
+    other = make_spec(name="other", storage={"workdir": f"{s3_bucket}-missing/runs"})
+    submitted(h, other)
+    caplog.clear()
+    assert Controller(h.kube(), "other", poll=FAST_POLL).step().outcome is None
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("run other: could not write the resolved spec: ") and "-missing" in warning
+    assert any(j["metadata"]["name"] == "other-embed" for j in h.kube().list(JOBS))
 
 
 def test_pytorchjob_failure_reason_reaches_status(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
@@ -252,13 +386,23 @@ def test_pytorchjob_failure_reason_reaches_status(h: Harness, caplog: pytest.Log
         h.play_stage(SPEC, stage)
     Controller(h.kube(), RUN, poll=FAST_POLL).step()
     h.play_stage(
-        SPEC, Stage.TRAIN, succeed=False, message="PyTorchJob demo-train is failed because 1 Worker replica(s) failed."
+        SPEC,
+        Stage.TRAIN,
+        succeed=False,
+        message="PyTorchJob demo-train is failed because 1 Worker replica(s) failed.",
+        exit_code=1,
+        log="step 10\nRuntimeError: NCCL error\n",
     )
     assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
     assert recorded(kube).reason == (
-        "stage train failed: PyTorchJobFailed: PyTorchJob demo-train is failed because 1 Worker replica(s) failed."
+        "stage train failed: PyTorchJobFailed: PyTorchJob demo-train is failed because 1 Worker replica(s) failed.; "
+        f"pods {RUN}-train-master-0: exit code 1 (Error), {RUN}-train-worker-0: exit code 1 (Error)"
     )
-    assert f"reason: {recorded(kube).reason}" in status_text(kube)
+    text = status_text(kube)
+    assert f"reason: {recorded(kube).reason}" in text
+    assert text.rstrip().endswith(
+        f"last 2 log lines of {RUN}-train-master-0:\n  | step 10\n  | RuntimeError: NCCL error"
+    )
     assert caplog.records[-1].getMessage() == f"run {RUN} finished: Failed ({recorded(kube).reason})"
 
 

@@ -18,10 +18,12 @@ from kubedouble.resources import PYTORCHJOBS as DOUBLE_PYTORCHJOBS
 from kubedouble.resources import ResourceType
 
 from dynamics import cli
+from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.controller.kube import REQUIRED_PERMISSIONS
 from dynamics.controller.resources import CONFIG_MAPS, JOBS
-from dynamics.controller.run import Controller
+from dynamics.controller.run import Controller, Outcome
+from dynamics.controller.state import RunStatus
 from dynamics.controller.submit import submit
 from dynamics.errors import KubeError
 from dynamics.render import stages_of
@@ -130,11 +132,18 @@ def _exists(h: Harness, kind: ResourceType, name: str) -> bool:
 
 @pytest.mark.parametrize("launcher", ["pytorchjob", "indexed-job"])
 def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness, launcher: str) -> None:
-    """Submit, submit --replace --wait, and a whole controller run under an allow-list of exactly
-    REQUIRED_PERMISSIONS: everything works, and every permission is used (across both launchers)."""
+    """Submit, a controller failing the run's first stage, submit --replace --wait, and a whole
+    controller run under an allow-list of exactly REQUIRED_PERMISSIONS: everything works, and every
+    permission is used (the failure reads the failed pods and a log tail; across both launchers)."""
     spec = make_spec(train={"launcher": launcher})
     h.double.allow(REQUIRED_PERMISSIONS)
     submit(spec, kube=h.kube(), out=io.StringIO())
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is None
+    h.play_stage(spec, Stage.EMBED, succeed=False, failed_indexes=[1], exit_code=137, reason="OOMKilled")
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
+    failed = RunStatus.loads(h.kube().get(CONFIG_MAPS, RUN)["data"][C.CONFIG_STATUS_KEY])
+    assert failed is not None and "exit code 137 (OOMKilled)" in (failed.reason or "")
+    assert [e["reason"] for e in h.double.cluster.events(NS, RUN)][-2:] == ["StageFailed", "RunFailed"]
     old_uid = h.double.store.get(DOUBLE_CONFIG_MAPS, NS, RUN)["metadata"]["uid"]
 
     def operate() -> None:  # the cluster: a controller for the new run, and the stages' workloads

@@ -318,6 +318,39 @@ def test_nodes_and_job_play(api: client.ApiClient, double: KubeDouble) -> None:
     assert failed["conditions"][-1]["reason"] == "FailedIndexes"
 
 
+def test_failed_pods_carry_exit_codes(api: client.ApiClient, double: KubeDouble) -> None:
+    batch = client.BatchV1Api(api)
+    batch.create_namespaced_job(NS, job("oom", {}, completions=2))
+    double.cluster.start_job(NS, "oom")
+    double.cluster.fail_job(NS, "oom", failed_indexes=[1], exit_code=137, reason="OOMKilled")
+    pods = client.CoreV1Api(api).list_namespaced_pod(NS, label_selector="batch.kubernetes.io/job-name=oom").items
+    ended = {p.metadata.labels["batch.kubernetes.io/job-completion-index"]: p for p in pods}
+    oom = ended["1"].status.container_statuses[0].state.terminated
+    assert (ended["1"].status.phase, oom.exit_code, oom.reason) == ("Failed", 137, "OOMKilled")
+    assert ended["0"].status.phase == "Succeeded"
+
+
+def event(name: str, involved_ns: str, reason: str = "StageStarted") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": "demo", "namespace": involved_ns},
+        "reason": reason,
+        "message": f"{reason} happened",
+        "type": "Normal",
+        "lastTimestamp": "2026-01-01T00:00:00Z",
+    }
+
+
+def test_events_are_validated_and_listed(api: client.ApiClient, double: KubeDouble) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_event(NS, event("demo.1", NS))
+    with pytest.raises(ApiException) as err:
+        core.create_namespaced_event(NS, event("demo.2", "elsewhere"))
+    assert err.value.status == 422
+    assert "involvedObject.namespace" in status_body(err.value)["message"]
+    assert [e["reason"] for e in double.cluster.events(NS, "demo")] == ["StageStarted"]
+
+
 # --- the real kubectl ---
 
 
@@ -366,6 +399,21 @@ def test_kubectl_logs_and_auth(kubectl: Kubectl, double: KubeDouble) -> None:
     denied = kubectl.run("logs", "demo-embed-0", check=False)
     assert denied.returncode == 1
     assert 'cannot get resource "pods/log" in API group "" in the namespace "team"' in denied.stderr
+
+
+@needs_kubectl
+def test_kubectl_get_and_describe_events(kubectl: Kubectl, api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    run = core.create_namespaced_config_map(NS, configmap("demo"))
+    for i, reason in enumerate(("StageStarted", "StageFailed")):
+        body = event(f"demo.{i}", NS, reason)
+        body["involvedObject"]["uid"] = run.metadata.uid
+        core.create_namespaced_event(NS, body)
+    table = kubectl.run("get", "events").stdout.splitlines()
+    assert table[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert table[2].split()[1:] == ["Normal", "StageFailed", "configmap/demo", "StageFailed", "happened"]
+    described = kubectl.run("describe", "configmap", "demo").stdout
+    assert "StageStarted happened" in described.split("Events:")[1]
 
 
 @needs_kubectl

@@ -42,11 +42,6 @@ EXIT_FAILED = 2
 FATAL_STATUSES = (400, 401, 403, 422)
 
 
-def _now() -> str:
-    """The current time as Kubernetes writes timestamps."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def write_resolved_spec(spec: RunSpec) -> str | None:
     """Write the resolved spec to ``<workdir>/<run>/spec.yaml`` unless it exists; returns the URI
     written, None if it already existed. Raises StorageError."""
@@ -154,7 +149,8 @@ class Controller:
         """Record an Event on the run ConfigMap; best effort (no permission: one warning, then none)."""
         if self._events_forbidden:
             return
-        obj = event_object(record.config_map, event, namespace=self.kube.namespace, now=_now(), instance=self.instance)
+        now = dt.datetime.now(dt.UTC)
+        obj = event_object(record.config_map, event, namespace=self.kube.namespace, now=now, instance=self.instance)
         try:
             self.kube.create(obj)
         except KubeError as err:

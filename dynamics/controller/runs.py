@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import time
@@ -147,15 +148,20 @@ def with_owner(obj: Obj, config_map: Obj) -> Obj:
     return out
 
 
-def event_object(config_map: Obj, event: RunEvent, *, namespace: str, now: str, instance: str) -> Obj:
-    """A core/v1 Event about the run ConfigMap (what ``kubectl describe configmap RUN`` lists)."""
+def event_object(config_map: Obj, event: RunEvent, *, namespace: str, now: dt.datetime, instance: str) -> Obj:
+    """A core/v1 Event about the run ConfigMap (what ``kubectl describe configmap RUN`` lists).
+
+    Named like client-go's event recorder names them, ``<object>.<hex nanoseconds>``, so that the
+    names sort in time order (timestamps have only one-second resolution)."""
     meta = config_map["metadata"]
     run = (meta.get("labels") or {}).get(C.LABEL_RUN, meta["name"])
+    nanos = int(now.timestamp()) * 10**9 + now.microsecond * 1000
+    timestamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "generateName": f"{meta['name']}.",
+            "name": f"{meta['name']}.{nanos:x}",
             "namespace": namespace,
             "labels": {C.LABEL_NAME: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_CONTROLLER, C.LABEL_RUN: run},
         },
@@ -172,8 +178,8 @@ def event_object(config_map: Obj, event: RunEvent, *, namespace: str, now: str, 
         "source": {"component": EVENT_SOURCE},
         "reportingComponent": EVENT_SOURCE,
         "reportingInstance": instance,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
+        "firstTimestamp": timestamp,
+        "lastTimestamp": timestamp,
         "count": 1,
     }
 

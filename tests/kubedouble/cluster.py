@@ -13,10 +13,12 @@ import copy
 import uuid
 from typing import Any
 
+from .apierrors import StatusError
 from .resources import EVENTS, JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
 from .store import Obj, Store, now_rfc3339
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 KF_JOB_NAME = "training.kubeflow.org/job-name"
 KF_REPLICA_TYPE = "training.kubeflow.org/replica-type"
@@ -274,14 +276,26 @@ class Cluster:
         exit_code: int | None = None,
         reason: str | None = None,
     ) -> None:
-        """Pods of failed indexes (all pods when ``failed`` is None) end Failed, the rest Succeeded."""
-        for pod in self.pods(namespace, **{JOB_NAME_LABEL: job}):
+        """Pods of failed indexes (all pods when ``failed`` is None) end Failed, the rest Succeeded.
+
+        The Job's pods are found by its uid, as the job controller does: a deleted Job of the same
+        name may leave pods that the garbage collector has not removed yet."""
+        uid = self.job(namespace, job)["metadata"]["uid"]
+        for pod in self.pods(namespace, **{JOB_UID_LABEL: uid}):
             index = pod["metadata"]["labels"].get(JOB_INDEX_LABEL)
             pod_name = pod["metadata"]["name"]
             if failed is None or (index is not None and int(index) in failed):
-                self.set_pod_phase(namespace, pod_name, "Failed", exit_code=exit_code, reason=reason)
+                self._end_pod(namespace, pod_name, "Failed", exit_code=exit_code, reason=reason)
             else:
-                self.set_pod_phase(namespace, pod_name, "Succeeded")
+                self._end_pod(namespace, pod_name, "Succeeded")
+
+    def _end_pod(self, namespace: str, name: str, phase: str, **ended: Any) -> None:
+        """Move a pod to a terminal phase unless it has been deleted meanwhile (garbage collection)."""
+        try:
+            self.set_pod_phase(namespace, name, phase, **ended)
+        except StatusError as err:
+            if err.code != 404:
+                raise
 
     # --- kubeflow.org/v1 PyTorchJobs (the training operator's part) ---
     def pytorchjob(self, namespace: str, name: str) -> Obj:
@@ -367,9 +381,9 @@ class Cluster:
         status["completionTime"] = now_rfc3339()
         for pod in self.pods(namespace, **{KF_JOB_NAME: name}):
             if succeeded:
-                self.set_pod_phase(namespace, pod["metadata"]["name"], "Succeeded")
+                self._end_pod(namespace, pod["metadata"]["name"], "Succeeded")
             else:
-                self.set_pod_phase(namespace, pod["metadata"]["name"], "Failed", exit_code=exit_code, reason=reason)
+                self._end_pod(namespace, pod["metadata"]["name"], "Failed", exit_code=exit_code, reason=reason)
         return self._write_status(PYTORCHJOBS, namespace, name, status)
 
     def _write_status(self, rt: ResourceType, namespace: str, name: str, status: dict[str, Any]) -> Obj:

@@ -35,7 +35,12 @@ def wants_table(accept: str) -> bool:
 def _age(timestamp: str | None) -> str:
     if not timestamp:
         return "<unknown>"
-    created = dt.datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    try:  # RFC 3339: ...Z as the server writes it, or ...+00:00 as some clients send it
+        created = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return "<unknown>"
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=dt.UTC)
     seconds = int((dt.datetime.now(dt.UTC) - created).total_seconds())
     if seconds < 120:
         return f"{max(seconds, 0)}s"
