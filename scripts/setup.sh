@@ -21,9 +21,7 @@ want=$(cat pyproject.toml requirements/lock.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "==> installing dynamics and pinned dependencies into .venv (torch==2.14.1, torchvision==0.29.1, ...)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-  # compat mode: a plain .pth entry, so modules added later are importable without reinstalling.
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    -c requirements/lock.txt -e '.[dev]' --config-settings editable_mode=compat
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e '.[dev]'
   echo "$want" > "$stamp"
 fi
 

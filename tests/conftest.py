@@ -48,3 +48,22 @@ def s3_bucket(s3_env: MotoServer) -> str:
     name = f"test-{uuid.uuid4().hex[:16]}"
     storage.s3_client().create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def work_bucket(s3_env: MotoServer) -> None:
+    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
+    from kubedouble.harness import ensure_work_bucket
+
+    ensure_work_bucket()
+
+
+@pytest.fixture
+def h(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A running Kubernetes API test double with a kubeconfig (also in $KUBECONFIG) and a run harness."""
+    from kubedouble.harness import harness
+
+    with harness(tmp_path, gc_delay=0.05) as hh:
+        monkeypatch.setenv("KUBECONFIG", str(hh.kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield hh

@@ -6,12 +6,11 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from kubedouble.harness import NS, RUN, SPEC, Harness, ensure_work_bucket, harness, make_spec
+from kubedouble.harness import NS, RUN, SPEC, Harness, make_spec, wait_until
 from kubedouble.resources import SECRETS
 
 from dynamics import cli, storage
@@ -20,26 +19,11 @@ from dynamics.controller.kube import REQUIRED_PERMISSIONS
 from dynamics.controller.resources import JOBS
 from dynamics.controller.submit import submit
 
-
-@pytest.fixture(autouse=True)
-def work_bucket(s3_env: object) -> None:
-    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
-    ensure_work_bucket()
+pytestmark = pytest.mark.usefixtures("work_bucket")
 
 
-@pytest.fixture
-def h(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
-    with harness(tmp_path, gc_delay=0.05) as h:
-        monkeypatch.setenv("KUBECONFIG", str(h.kubeconfig))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        yield h
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -9,12 +9,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kubedouble.harness import FAST_POLL, NS, RUN, Harness, ensure_work_bucket, harness, make_spec
+from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec, wait_until
 from kubedouble.resources import PODS as DOUBLE_PODS
 
 from dynamics import constants as C
@@ -38,23 +36,11 @@ RUN_SELECTOR = f"{C.LABEL_RUN}={RUN}"
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def work_bucket(s3_env: object) -> None:
-    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
-    ensure_work_bucket()
+pytestmark = pytest.mark.usefixtures("work_bucket")
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    with harness(tmp_path, gc_delay=0.05) as h:
-        yield h
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def submitted(h: Harness, spec: RunSpec = SPEC) -> Kube:

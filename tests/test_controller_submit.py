@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from kubedouble.apierrors import StatusError
-from kubedouble.harness import FAST_POLL, NS, RUN, SPEC, Harness, ensure_work_bucket, harness, make_spec
+from kubedouble.harness import FAST_POLL, NS, RUN, SPEC, Harness, harness, make_spec, wait_until
 from kubedouble.resources import CONFIG_MAPS as DOUBLE_CONFIG_MAPS
 from kubedouble.resources import JOBS as DOUBLE_JOBS
 from kubedouble.resources import PYTORCHJOBS as DOUBLE_PYTORCHJOBS
@@ -31,16 +29,9 @@ from dynamics.render import stages_of
 SPEC_OBJ = make_spec()
 
 
-@pytest.fixture(autouse=True)
-def work_bucket(s3_env: object) -> None:
-    """Controllers write the resolved spec to the work directory: on the moto server, never elsewhere."""
-    ensure_work_bucket()
+pytestmark = pytest.mark.usefixtures("work_bucket")
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    with harness(tmp_path, gc_delay=0.05) as h:
-        yield h
 
 
 def spec_file(tmp_path: Path) -> Path:
@@ -115,11 +106,6 @@ def test_cli_errors_print_without_traceback(
     assert "Traceback" not in err and "Retrying" not in err
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def _exists(h: Harness, kind: ResourceType, name: str) -> bool:
