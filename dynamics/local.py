@@ -11,7 +11,6 @@ latest checkpoint by itself.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from dynamics import constants as C
 from dynamics import storage
 from dynamics.constants import Stage
 from dynamics.layout import RunPaths
+from dynamics.local_progress import Reporter, make_reporter
 from dynamics.local_report import print_summary
 from dynamics.progress import stage_progress
 from dynamics.render import render_stage, stages_of
@@ -34,7 +34,6 @@ from dynamics.spec import RunSpec
 from dynamics.specio import dump_spec
 
 TAIL_LINES = 25
-_LOG_PREFIX = re.compile(r"^\S+ (INFO|WARNING|ERROR|DEBUG) [\w.]+: ")
 POLL_SECONDS = 0.2
 
 
@@ -189,33 +188,6 @@ def _drive(run: StageRun, reporter: Reporter) -> bool:
     return True
 
 
-class Reporter:
-    """Plain progress lines (readable in any terminal and in CI logs)."""
-
-    def __init__(self) -> None:
-        self.last_tick = 0.0
-
-    def say(self, text: str) -> None:
-        print(text, flush=True)
-
-    def proc_done(self, run: StageRun, proc: Proc) -> None:
-        if len(run.procs) > 1:
-            elapsed = time.monotonic() - proc.started
-            self.say(f"  [{run.stage.value}] {proc.label} done in {elapsed:.1f}s "
-                     f"({len(run.done)}/{len(run.procs)})")
-
-    def tick(self, run: StageRun, running: list[Proc]) -> None:
-        now = time.monotonic()
-        if now - self.last_tick < 10 or not running:
-            return
-        self.last_tick = now
-        tail = running[0].tail(1)
-        if tail:
-            # Drop the "2026-01-01T00:00:00 INFO logger: " prefix; the message is what matters here.
-            message = _LOG_PREFIX.sub("", tail[0])
-            self.say(f"  [{run.stage.value}] {message[:200]}")
-
-
 def _install_signal_handlers(current: list[StageRun]) -> None:
     def handler(signum: int, _frame: FrameType | None) -> None:
         for run in current:
@@ -244,7 +216,7 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
     cfg = storage.StorageConfig(endpoint_url=spec.storage.endpoint, region=spec.storage.region,
                                 retry_mode=spec.storage.retry_mode, max_attempts=spec.storage.max_attempts)
     storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
-    reporter = Reporter()
+    reporter = make_reporter()
     log_dir = spec_path.parent / "logs"
     reporter.say(f"run '{spec.name}': work dir {paths.root}, logs in {log_dir}/")
     current: list[StageRun] = []
@@ -258,17 +230,21 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
         procs = stage_processes(spec, stage, spec_path, log_dir)
         run = StageRun(stage, procs, _parallelism(spec, stage, procs, max_parallel))
         current[:] = [run]
-        reporter.say(f"- {stage.value}: {len(procs)} process{'es' if len(procs) > 1 else ''} ...")
+        reporter.stage_started(stage, len(procs))
         start = time.monotonic()
-        if not _drive(run, reporter):
+        ok = _drive(run, reporter)
+        reporter.stage_finished(stage, ok)
+        if not ok:
             proc = run.failed
             assert proc is not None
             reporter.say(f"\nstage '{stage.value}' failed: {proc.label} exited with code {proc.poll()}. "
                          f"Last log lines ({proc.log_path}):")
             for line in proc.tail():
                 reporter.say(f"    {line}")
+            reporter.close()
             return 1
         timings[stage] = time.monotonic() - start
         reporter.say(f"  {stage.value} complete in {timings[stage]:.1f}s")
+    reporter.close()
     print_summary(spec, paths, cfg, timings)
     return 0

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from dynamics.errors import DynamicsError
 from dynamics.layout import RunPaths
-from dynamics.specio import load_spec
+from dynamics.spec import RunSpec
+from dynamics.specio import load_spec, load_spec_text
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -17,12 +20,26 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_spec(run: str, workdir: str | None) -> RunSpec:
+    """A spec file, or the resolved spec a run left in its work directory."""
+    if run.endswith((".yaml", ".yml")) or Path(run).is_file():
+        return load_spec(run)
+    if not workdir:
+        raise DynamicsError(f"'{run}' is not a spec file; to name a run, also give its --workdir",
+                            hint=f"dynamics export-probabilities {run} --workdir s3://bucket/prefix -o probs.json",
+                            exit_code=2)
+    from dynamics import storage
+
+    text = storage.read_bytes(RunPaths.for_run(workdir, run).spec).decode("utf-8")
+    return load_spec_text(text, RunPaths.for_run(workdir, run).spec)
+
+
 def _export(args: argparse.Namespace) -> int:
     from dynamics.export import export_ref_json
     from dynamics.stages.common import StageContext, setup_logging
 
     setup_logging()
-    spec = load_spec(args.spec)
+    spec = _run_spec(args.run, args.workdir)
     ctx = StageContext(spec, RunPaths.for_run(args.workdir or spec.storage.workdir, spec.name), None)
     n = export_ref_json(spec, ctx.paths, args.output, ctx.storage)
     print(f"wrote {n} keys to {args.output}")
@@ -41,9 +58,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_demo_data)
     p = sub.add_parser("export-probabilities",
                        help="write the reference {__key__: probability} JSON of a run (after scale)")
-    p.add_argument("spec", help="the run's spec YAML")
+    p.add_argument("run", help="the run's spec YAML, or the run's name together with --workdir")
     p.add_argument("--format", choices=["ref-json"], default="ref-json",
                    help="ref-json: one JSON object, as the original training fork loads")
     p.add_argument("-o", "--output", required=True, help="output file or s3:// URI")
-    p.add_argument("--workdir", help="override storage.workdir")
+    p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export)

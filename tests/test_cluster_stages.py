@@ -110,6 +110,12 @@ def test_pipeline_and_kill_rerun_identical(s3_bucket: str, tmp_path: Path) -> No
     assert len(exported) == 480
     table0 = ShardTable.from_bytes(storage.read_bytes(paths.shard_table(0)))
     assert exported[table0.keys[0]] == round(float(probs[table0.clusters[0]]), 6)
+    # By run name: the resolved spec the run left in its work directory.
+    storage.write_bytes(paths.spec, specs["a"][1].read_bytes())
+    by_name = subprocess.run([DYNAMICS, "export-probabilities", spec.name, "--workdir", f"{s3_bucket}/a",
+                              "-o", f"{s3_bucket}/export/by-name.json"], capture_output=True, text=True, timeout=120)
+    assert by_name.returncode == 0, by_name.stderr
+    assert storage.read_bytes(f"{s3_bucket}/export/by-name.json") == storage.read_bytes(out)
 
 
 def test_stage_before_its_input_is_a_clear_error(s3_bucket: str, tmp_path: Path) -> None:
