@@ -73,7 +73,7 @@ def test_cross_field_problems_with_fixes() -> None:
     msg = _errors(data)
     assert "train.phases[0].resolution: 100 is not divisible by the patch size 16" in msg
     assert "fix: use 96 or 112" in msg
-    assert "data.shards: 10 shards cannot feed 48 readers" in msg
+    assert "data.shards: 10 shards cannot feed 64 readers" in msg
 
 
 def test_name_length_counts_generated_suffixes() -> None:
