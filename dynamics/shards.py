@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, TYPE_CHECKING, Any
 
-import braceexpand
-
 from dynamics import storage
 from dynamics.errors import StorageError
+from dynamics.shards_pattern import expand as expand_pattern
 from dynamics.storage import StorageConfig
 
 if TYPE_CHECKING:
@@ -116,19 +115,6 @@ class Sample:
 
 
 # ---------------------------------------------------------------- patterns
-
-
-def expand_pattern(pattern: str) -> list[str]:
-    """Expand a shard pattern exactly like ``webdataset.shardlists.expand_urls``.
-
-    Brace groups (``{00000..00099}``, ``{a,b}``, several groups) via braceexpand, and ``::``
-    between alternative patterns. Unlike webdataset, ``${VAR}`` is not substituted: a spec
-    means the same thing on every machine.
-    """
-    out: list[str] = []
-    for part in pattern.split("::"):
-        out.extend(braceexpand.braceexpand(part))
-    return out
 
 
 def _parent(url: str) -> str:
