@@ -95,3 +95,7 @@ DEFAULT_IMAGE_REGISTRY = "ghcr.io/dynamics-dev"
 DEFAULT_IMAGE_TAG = "0.1.0"
 PYTORCH_CONTAINER = "pytorch"
 TRAIN_PORT = 29500
+
+# --- namespace defaults (written by the Helm chart's namespace install, read by dynamics-submit) ---
+DEFAULTS_CONFIG_MAP = "dynamics-defaults"
+DEFAULTS_KEY = "defaults.yaml"

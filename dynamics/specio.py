@@ -84,8 +84,25 @@ def validate(data: Any, source: str = "spec") -> RunSpec:
         raise SpecError(format_validation_error(exc, source)) from exc
 
 
-def load_spec(path: str | Path) -> RunSpec:
-    """Read and validate a spec file (``-`` is not supported; pass a path)."""
+def merge_defaults(defaults: dict[str, Any], data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` with fields it leaves unset taken from ``defaults``; also the dotted paths taken. Pure.
+
+    Mappings merge recursively; anything else the spec sets (lists included) wins whole.
+    """
+    merged = dict(data)
+    taken: list[str] = []
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+            taken.append(key)
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key], sub = merge_defaults(value, merged[key])
+            taken += [f"{key}.{path}" for path in sub]
+    return merged, taken
+
+
+def read_spec_data(path: str | Path) -> dict[str, Any]:
+    """The spec file parsed but not validated (to merge defaults into it first)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -93,7 +110,16 @@ def load_spec(path: str | Path) -> RunSpec:
         raise SpecError(f"spec file '{p}' not found", hint="pass the path of a run spec YAML") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read spec file '{p}': {exc}") from exc
-    return validate(parse_yaml(text, str(p)), str(p))
+    data = parse_yaml(text, str(p))
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: the run spec must be a YAML mapping, got {type(data).__name__}",
+                        hint="start from examples/quickstart.yaml")
+    return data
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read and validate a spec file (``-`` is not supported; pass a path)."""
+    return validate(read_spec_data(path), str(path))
 
 
 def load_spec_text(text: str, source: str = "spec") -> RunSpec:

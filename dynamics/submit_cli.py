@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dynamics import constants as C
 from dynamics.render import render
 from dynamics.render.yamlio import dump_all, write_dir
-from dynamics.specio import load_spec
+from dynamics.specio import load_spec, merge_defaults, read_spec_data, validate
 
 EPILOG = """\
 examples:
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_submit(argv: Sequence[str]) -> int:
     """Entry point body of ``dynamics-submit`` (errors are handled by the caller)."""
     args = build_parser().parse_args(argv)
+    local_only = args.dry_run or args.output_dir or args.helm_values or args.local
+    if not local_only:
+        return _submit_to_cluster(args)
     spec = load_spec(args.spec)
     if args.namespace:
         spec = spec.model_copy(update={"namespace": args.namespace})
@@ -64,10 +68,25 @@ def run_submit(argv: Sequence[str]) -> int:
         written = write_dir(render(spec), args.output_dir)
         print(f"wrote {len(written)} objects to {args.output_dir}/")
         return 0
-    if args.local:
-        from dynamics.local import run_local
+    from dynamics.local import run_local
 
-        return run_local(spec, workdir=args.workdir, max_parallel=args.max_parallel)
+    return run_local(spec, workdir=args.workdir, max_parallel=args.max_parallel)
+
+
+def _submit_to_cluster(args: argparse.Namespace) -> int:
+    """Fill unset fields from the namespace's defaults (the Helm chart's), validate, submit."""
+    from dynamics.controller.defaults import namespace_defaults
+    from dynamics.controller.kube import connect
     from dynamics.controller.submit import submit
 
-    return submit(spec, replace=args.replace, wait=args.wait, context=args.context)
+    data = read_spec_data(args.spec)
+    if args.namespace:
+        data["namespace"] = args.namespace
+    # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields.
+    own = validate(data, args.spec)
+    kube = connect(context=args.context, namespace=own.namespace)
+    data, taken = merge_defaults(namespace_defaults(kube), data)
+    spec = validate(data, args.spec)
+    if taken:
+        print(f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to: {', '.join(sorted(taken))}")
+    return submit(spec, replace=args.replace, wait=args.wait, context=args.context, kube=kube)

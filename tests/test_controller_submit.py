@@ -32,8 +32,6 @@ SPEC_OBJ = make_spec()
 pytestmark = pytest.mark.usefixtures("work_bucket")
 
 
-
-
 def spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(SPEC))
@@ -104,8 +102,6 @@ def test_cli_errors_print_without_traceback(
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the Kubernetes API server at {h.double.url} (context 'kubedouble')")
     assert "Traceback" not in err and "Retrying" not in err
-
-
 
 
 def _exists(h: Harness, kind: ResourceType, name: str) -> bool:
