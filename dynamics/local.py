@@ -32,6 +32,7 @@ from dynamics.render import render_stage, stages_of
 from dynamics.render.pod import Obj
 from dynamics.spec import RunSpec
 from dynamics.specio import dump_spec
+from dynamics.stages.common import storage_config
 
 TAIL_LINES = 25
 POLL_SECONDS = 0.2
@@ -213,8 +214,7 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
     """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed."""
     spec, spec_path = _prepare(spec, workdir)
     paths = RunPaths.for_run(spec.storage.workdir, spec.name)
-    cfg = storage.StorageConfig(endpoint_url=spec.storage.endpoint, region=spec.storage.region,
-                                retry_mode=spec.storage.retry_mode, max_attempts=spec.storage.max_attempts)
+    cfg = storage_config(spec)
     storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
     reporter = make_reporter()
     log_dir = spec_path.parent / "logs"

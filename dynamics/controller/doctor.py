@@ -20,6 +20,7 @@ from dynamics.controller.resources import NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
 from dynamics.shards import resolve_shards
 from dynamics.spec import RunSpec
+from dynamics.stages.common import storage_config
 
 GPU_RESOURCE = "nvidia.com/gpu"
 
@@ -157,14 +158,6 @@ def check_secret(kube: Kube, spec: RunSpec | None) -> Check:
         f"Secret {name} not found in namespace {kube.namespace}",
         f"kubectl create secret generic {name} -n {kube.namespace} "
         "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...",
-    )
-
-
-def storage_config(spec: RunSpec) -> storage.StorageConfig:
-    """Storage settings from the spec; credentials come from this machine's environment."""
-    s = spec.storage
-    return storage.StorageConfig(
-        endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode, max_attempts=s.max_attempts
     )
 
 

@@ -22,7 +22,6 @@ from enum import StrEnum
 
 from dynamics import storage
 from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions
-from dynamics.controller.doctor import storage_config
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
 from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
@@ -31,6 +30,7 @@ from dynamics.errors import KubeError, StorageError
 from dynamics.layout import RunPaths
 from dynamics.spec import RunSpec
 from dynamics.specio import dump_spec
+from dynamics.stages.common import storage_config
 
 log = logging.getLogger("dynamics.controller")
 

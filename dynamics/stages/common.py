@@ -13,6 +13,7 @@ from dynamics.errors import DynamicsError
 from dynamics.layout import RunPaths
 from dynamics.spec import RunSpec
 from dynamics.specio import load_spec
+from dynamics.storage import StorageConfig
 
 log = logging.getLogger("dynamics")
 
@@ -26,13 +27,16 @@ class StageContext:
     index: int | None
 
     @property
-    def storage(self):
+    def storage(self) -> StorageConfig:
         """Storage settings from the spec (endpoint/region/retries); credentials come from env."""
-        from dynamics.storage import StorageConfig
+        return storage_config(self.spec)
 
-        s = self.spec.storage
-        return StorageConfig(endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode,
-                             max_attempts=s.max_attempts)
+
+def storage_config(spec: RunSpec) -> StorageConfig:
+    """How to reach the spec's S3 (endpoint, region, retries); credentials come from the environment."""
+    s = spec.storage
+    return StorageConfig(endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode,
+                         max_attempts=s.max_attempts)
 
 
 def stage_parser(name: str, description: str, indexed: bool = False) -> argparse.ArgumentParser:
