@@ -23,8 +23,7 @@ import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Literal
 
@@ -34,17 +33,24 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
-    EndpointConnectionError,
     IncompleteReadError,
-    NoCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
 
 from dynamics import constants as C
 from dynamics.errors import StorageError
+from dynamics.storage_errors import (
+    NOT_FOUND_CODES,
+    S3_SCHEME,
+    no_such_bucket,
+    not_found,
+    os_error,
+    os_errors,
+    s3_error,
+    s3_errors,
+)
 
-S3_SCHEME = "s3://"
 FILE_SCHEME = "file://"
 DEFAULT_REGION = "us-east-1"
 MiB = 1024 * 1024
@@ -53,18 +59,8 @@ MiB = 1024 * 1024
 # mistakes a half-written file for an artifact.
 _TMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 
-_ACCESS_CODES = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "403"}
-)
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # Errors a streaming GetObject body can raise mid-read; they are transient, so we resume.
 _STREAM_ERRORS = (ResponseStreamingError, ReadTimeoutError, IncompleteReadError, ConnectionClosedError)
-
-CREDENTIALS_HINT = (
-    f"check the Secret named in storage.credentialsSecret (keys {C.SECRET_KEY_ID} / "
-    f"{C.SECRET_ACCESS_KEY}), the {C.ENV_AWS_KEY_ID} / {C.ENV_AWS_SECRET} environment variables, "
-    "or the service account's IAM role"
-)
 
 
 @dataclass(frozen=True)
@@ -164,79 +160,6 @@ def clear_client_cache() -> None:
         _clients.clear()
 
 
-# ---------------------------------------------------------------- error mapping
-
-
-def _s3_error(exc: ClientError | BotoCoreError, uri: str, cfg: StorageConfig, action: str) -> StorageError:
-    """One user-facing StorageError for a failed S3 call (no server text: it may echo key ids)."""
-    bucket = uri[len(S3_SCHEME) :].split("/", 1)[0]
-    if isinstance(exc, EndpointConnectionError):
-        endpoint = cfg.resolved_endpoint() or "AWS default"
-        return StorageError(
-            f"cannot reach S3 endpoint {endpoint} (while trying to {action} {uri})",
-            hint=f"check storage.endpoint / {C.ENV_AWS_ENDPOINT} and the network path to it",
-        )
-    if isinstance(exc, NoCredentialsError):
-        return StorageError(f"no S3 credentials found to {action} {uri}", hint=CREDENTIALS_HINT)
-    if isinstance(exc, BotoCoreError):
-        return StorageError(
-            f"S3 request failed to {action} {uri}: {type(exc).__name__} (after {cfg.max_attempts} attempts)",
-            hint=f"check storage.endpoint / {C.ENV_AWS_ENDPOINT} and the network; re-run the stage",
-        )
-    code = str(exc.response.get("Error", {}).get("Code", "Unknown"))
-    if code == "NoSuchBucket":
-        return _no_such_bucket(bucket, uri)
-    if code in _ACCESS_CODES:
-        return StorageError(f"credentials rejected for {uri} ({code})", hint=CREDENTIALS_HINT)
-    if code in _NOT_FOUND_CODES:
-        return _not_found(uri)
-    return StorageError(
-        f"S3 refused to {action} {uri}: {code}",
-        hint="check the bucket policy and storage settings; transient errors were already retried",
-    )
-
-
-def _no_such_bucket(bucket: str, uri: str) -> StorageError:
-    return StorageError(
-        f"bucket {bucket!r} does not exist ({uri})",
-        hint="create it or fix storage.workdir / data.shards in the run spec",
-    )
-
-
-def _not_found(uri: str) -> StorageError:
-    return StorageError(
-        f"{uri} not found",
-        hint="check the path; if it is a stage output, run (or finish) the stage that writes it",
-    )
-
-
-def _os_error(exc: OSError, uri: str, action: str) -> StorageError:
-    if isinstance(exc, FileNotFoundError):
-        return _not_found(uri)
-    if isinstance(exc, PermissionError):
-        return StorageError(
-            f"permission denied to {action} {uri}",
-            hint="check the directory's owner and mode, or the volume mount of the pod",
-        )
-    return StorageError(f"cannot {action} {uri}: {exc.strerror or exc}", hint="check the path and free space")
-
-
-@contextmanager
-def _s3_errors(uri: str, cfg: StorageConfig, action: str) -> Iterator[None]:
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise _s3_error(exc, uri, cfg, action) from exc
-
-
-@contextmanager
-def _os_errors(uri: str, action: str) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise _os_error(exc, uri, action) from exc
-
-
 # ---------------------------------------------------------------- streaming reads
 
 
@@ -264,7 +187,7 @@ class S3ReadStream(io.RawIOBase):
             except _STREAM_ERRORS as exc:
                 failures += 1
                 if failures >= self._cfg.max_attempts:
-                    raise _s3_error(exc, self.uri, self._cfg, "read") from exc
+                    raise s3_error(exc, self.uri, self._cfg, "read") from exc
                 self._reopen()
                 continue
             view[: len(chunk)] = chunk
@@ -292,7 +215,7 @@ def _s3_opener(uri: str, cfg: StorageConfig) -> Callable[[int], Any]:
 
     def open_at(offset: int) -> Any:
         extra = {"Range": f"bytes={offset}-"} if offset else {}
-        with _s3_errors(uri, cfg, "read"):
+        with s3_errors(uri, cfg, "read"):
             return client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
 
     return open_at
@@ -303,13 +226,13 @@ def open_stream(uri: str, cfg: StorageConfig | None = None) -> BinaryIO:
     cfg = cfg or _DEFAULT_CFG
     if is_s3(uri):
         return io.BufferedReader(S3ReadStream(uri, cfg, _s3_opener(uri, cfg)), buffer_size=MiB)
-    with _os_errors(uri, "open"):
+    with os_errors(uri, "open"):
         return open(_local(uri), "rb")  # the caller owns and closes it
 
 
 def read_bytes(uri: str, cfg: StorageConfig | None = None) -> bytes:
     """The whole content of ``uri``."""
-    with open_stream(uri, cfg) as stream, _os_errors(uri, "read"):
+    with open_stream(uri, cfg) as stream, os_errors(uri, "read"):
         return stream.read()
 
 
@@ -340,14 +263,14 @@ def _s3_upload(uri: str, stream: IO[bytes], cfg: StorageConfig) -> None:
         use_threads=False,
     )
     # s3transfer aborts a failed multipart upload, so no partial object ever becomes visible.
-    with _os_errors(uri, "write"), _s3_errors(uri, cfg, "write"):
+    with os_errors(uri, "write"), s3_errors(uri, cfg, "write"):
         s3_client(cfg).upload_fileobj(stream, bucket, key, Config=transfer)
 
 
 def _local_write(path: str, stream: IO[bytes], uri: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-    with _os_errors(uri, "write"):
+    with os_errors(uri, "write"):
         os.makedirs(directory, exist_ok=True)
         try:
             with open(tmp, "wb") as out:
@@ -363,7 +286,7 @@ def _local_write(path: str, stream: IO[bytes], uri: str) -> None:
 
 def upload_file(local_path: str, uri: str, cfg: StorageConfig | None = None) -> None:
     """Copy a local file to ``uri`` (checkpoints, plots) with the same atomicity as write_bytes."""
-    with _os_errors(local_path, "read"), open(local_path, "rb") as src:
+    with os_errors(local_path, "read"), open(local_path, "rb") as src:
         write_stream(uri, src, cfg)
 
 
@@ -385,12 +308,12 @@ def exists(uri: str, cfg: StorageConfig | None = None) -> bool:
     try:
         s3_client(cfg).head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
+        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
             _require_bucket(uri, cfg)
             return False
-        raise _s3_error(exc, uri, cfg, "check") from exc
+        raise s3_error(exc, uri, cfg, "check") from exc
     except BotoCoreError as exc:
-        raise _s3_error(exc, uri, cfg, "check") from exc
+        raise s3_error(exc, uri, cfg, "check") from exc
     return True
 
 
@@ -400,11 +323,11 @@ def _require_bucket(uri: str, cfg: StorageConfig) -> None:
     try:
         s3_client(cfg).head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND_CODES:
-            raise _no_such_bucket(bucket, uri) from exc
-        raise _s3_error(exc, uri, cfg, "check") from exc
+        if str(exc.response.get("Error", {}).get("Code")) in NOT_FOUND_CODES:
+            raise no_such_bucket(bucket, uri) from exc
+        raise s3_error(exc, uri, cfg, "check") from exc
     except BotoCoreError as exc:
-        raise _s3_error(exc, uri, cfg, "check") from exc
+        raise s3_error(exc, uri, cfg, "check") from exc
 
 
 def list_uris(prefix: str, cfg: StorageConfig | None = None) -> list[str]:
@@ -424,7 +347,7 @@ def _list_s3(prefix: str, cfg: StorageConfig) -> list[str]:
     key_prefix = key.rstrip("/") + "/" if key.strip("/") else ""
     paginator = s3_client(cfg).get_paginator("list_objects_v2")
     out: list[str] = []
-    with _s3_errors(prefix, cfg, "list"):
+    with s3_errors(prefix, cfg, "list"):
         for page in paginator.paginate(Bucket=bucket, Prefix=key_prefix):
             out.extend(f"{S3_SCHEME}{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
     return sorted(out)
@@ -436,7 +359,7 @@ def _list_local(prefix: str) -> list[str]:
         return []
     base = prefix.rstrip("/") or "/"
     out: list[str] = []
-    with _os_errors(prefix, "list"):
+    with os_errors(prefix, "list"):
         for dirpath, _dirs, files in os.walk(root):
             rel = os.path.relpath(dirpath, root)
             for name in files:
@@ -452,7 +375,7 @@ def delete(uri: str, cfg: StorageConfig | None = None) -> None:
     cfg = cfg or _DEFAULT_CFG
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri, cfg, "delete"):
+        with s3_errors(uri, cfg, "delete"):
             s3_client(cfg).delete_object(Bucket=bucket, Key=key)
         return
     try:
@@ -460,7 +383,7 @@ def delete(uri: str, cfg: StorageConfig | None = None) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise _os_error(exc, uri, "delete") from exc
+        raise os_error(exc, uri, "delete") from exc
 
 
 # ---------------------------------------------------------------- typed helpers
@@ -526,13 +449,13 @@ def _check_s3(uri: str, cfg: StorageConfig, write: bool) -> None:
     bucket, key = split_s3(uri)
     client = s3_client(cfg)
     key_prefix = key.rstrip("/")
-    with _s3_errors(uri, cfg, "list"):
+    with s3_errors(uri, cfg, "list"):
         listing = client.list_objects_v2(Bucket=bucket, Prefix=key_prefix, MaxKeys=1)
     if not write and key_prefix and not listing.get("KeyCount", 0):
-        raise _not_found(uri)
+        raise not_found(uri)
     if write:
         probe = f"{key_prefix}/.dynamics-access-check-{uuid.uuid4().hex}".lstrip("/")
-        with _s3_errors(uri, cfg, "write to"):
+        with s3_errors(uri, cfg, "write to"):
             client.put_object(Bucket=bucket, Key=probe, Body=b"")
             client.delete_object(Bucket=bucket, Key=probe)
 
@@ -541,11 +464,11 @@ def _check_local(uri: str, write: bool) -> None:
     path = _local(uri)
     if not write:
         if not os.path.exists(path):
-            raise _not_found(uri)
+            raise not_found(uri)
         if not os.access(path, os.R_OK):
-            raise _os_error(PermissionError(path), uri, "read")
+            raise os_error(PermissionError(path), uri, "read")
         return
-    with _os_errors(uri, "write to"):
+    with os_errors(uri, "write to"):
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
