@@ -251,6 +251,18 @@ class Train(Model):
         default_factory=dict, description="Extra per-pod resources, e.g. {'rdma/ib': 1}."
     )
 
+    @field_validator("model_config_")
+    @classmethod
+    def _model_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        for key in ("vision_cfg", "text_cfg"):
+            if not isinstance(v.get(key), dict):
+                raise ValueError(f"an open_clip model config needs a '{key}' mapping")
+        if not isinstance(v.get("embed_dim"), int) or isinstance(v.get("embed_dim"), bool):
+            raise ValueError("an open_clip model config needs an integer 'embed_dim'")
+        return v
+
     @field_validator("phases")
     @classmethod
     def _unique_phase_names(cls, v: list[Phase]) -> list[Phase]:

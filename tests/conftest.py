@@ -1,18 +1,26 @@
 """Shared pytest fixtures.
 
 S3: ``s3_server`` (one real moto server per session) and ``s3_bucket`` (a fresh bucket per test,
-with the AWS environment pointed at the server).
+with the AWS environment pointed at the server). Kubernetes: ``h``, a loopback API server test double
+with a run harness. Hypothesis: the "default" profile (150 examples, no deadline: CI machines are
+slow and shared) or ``HYPOTHESIS_PROFILE=fuzz`` for thousands of examples.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 from s3server import MotoServer, start_moto_server
 
 from dynamics import storage
+
+settings.register_profile("default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 TEST_ACCESS_KEY = "testing"
 TEST_SECRET_KEY = "testing"

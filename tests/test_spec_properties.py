@@ -1,4 +1,8 @@
-"""Property-based: any spec, mutated or random, either renders validly or fails with a clean SpecError."""
+"""Property-based: any spec, mutated or random, either renders validly or fails with a clean SpecError.
+
+Example counts come from the hypothesis profile (tests/conftest.py): ``HYPOTHESIS_PROFILE=fuzz`` runs
+thousands instead of the suite's 150.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from dynamics.errors import SpecError
@@ -64,7 +68,6 @@ def _check(data: Any) -> None:
                 assert_restricted(template)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(base=st.sampled_from(BASES), data=st.data())
 def test_mutated_specs(base: dict, data: st.DataObject) -> None:
     doc = copy.deepcopy(base)
@@ -85,7 +88,6 @@ def test_mutated_specs(base: dict, data: st.DataObject) -> None:
     _check(doc)
 
 
-@settings(max_examples=100, deadline=None)
 @given(doc=values)
 def test_random_documents(doc: Any) -> None:
     _check(doc)
