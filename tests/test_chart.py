@@ -225,7 +225,7 @@ def test_numbers_survive_helm(tmp_path: Path) -> None:
     raw["kubernetes"]["env"].append({"name": "LOOKS_LIKE_A_NUMBER", "value": "1e5"})
     raw["train"]["modelConfig"] = {"embed_dim": 512, "init_logit_bias": -10, "ls_init_value": 1e-7,
                                    "big": 1e20, "huge": 3e21, "text": "1e-07", "list": [1e-7, "2e-08"],
-                                   "vision_cfg": {"patch_size": 16}}
+                                   "vision_cfg": {"patch_size": 16}, "text_cfg": {"context_length": 32}}
     spec = validate(raw)
     objs = template(tmp_path, run_values(spec))
     text = by_kind(objs, "ConfigMap")[0]["data"][C.CONFIG_SPEC_KEY]
