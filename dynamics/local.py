@@ -159,7 +159,7 @@ def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path)
     return procs
 
 
-def _parallelism(spec: RunSpec, stage: Stage, procs: list[Proc], max_parallel: int) -> int:
+def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
     # Trainer processes rendezvous with each other: they must all run at once.
     return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
 
@@ -228,7 +228,7 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
             timings[stage] = None
             continue
         procs = stage_processes(spec, stage, spec_path, log_dir)
-        run = StageRun(stage, procs, _parallelism(spec, stage, procs, max_parallel))
+        run = StageRun(stage, procs, _parallelism(stage, procs, max_parallel))
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
         start = time.monotonic()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections import defaultdict
 
 import numpy as np
 
@@ -31,24 +31,31 @@ def cluster_sizes(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) ->
     return sizes
 
 
-def _shard_tables(spec: RunSpec, paths: RunPaths, probs: np.ndarray,
-                  cfg: storage.StorageConfig) -> dict[int, bytes]:
-    """One table per shard: its keys with their cluster and probability (shards are never split)."""
-    rows: dict[int, tuple[list[str], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+def _table(keys: list[str], labels: np.ndarray, probs: np.ndarray) -> bytes:
+    return ShardTable.from_keys(keys, probs[labels].astype(np.float32), clusters=labels).to_bytes()
+
+
+def _write_shard_tables(spec: RunSpec, paths: RunPaths, probs: np.ndarray, cfg: storage.StorageConfig) -> int:
+    """Write one table per shard: its keys with their cluster and probability; returns how many.
+
+    Parts are contiguous shard slices with rows in (shard, row) order, so each shard is one run of
+    rows of one part: tables are written as each part is read, never all held at once.
+    """
+    written: set[int] = set()
     for part in range(embed_parts(spec)):
         shard_index, keys = read_keys(paths, part, cfg)
         labels = storage.read_npy(paths.assign_labels(part), cfg)
-        for shard in np.unique(shard_index).tolist():
-            mask = shard_index == shard
-            rows[shard][0].extend(k for k, m in zip(keys, mask, strict=True) if m)
-            rows[shard][1].append(labels[mask])
-    tables = {}
-    for shard in range(spec.n_shards):
-        keys, label_chunks = rows.get(shard, ([], []))
-        labels = np.concatenate(label_chunks) if label_chunks else np.zeros(0, np.int32)
-        table = ShardTable.from_keys(keys, probs[labels].astype(np.float32), clusters=labels)
-        tables[shard] = table.to_bytes()
-    return tables
+        starts = np.flatnonzero(np.r_[True, shard_index[1:] != shard_index[:-1]]) if len(keys) else []
+        bounds = [*map(int, starts), len(keys)]
+        for lo, hi in itertools.pairwise(bounds):
+            shard = int(shard_index[lo])
+            storage.write_bytes(paths.shard_table(shard), _table(keys[lo:hi], labels[lo:hi], probs), cfg)
+            written.add(shard)
+    # Shards with no embedded sample (all corrupt, or empty) still get a table: an empty one.
+    empty = _table([], np.zeros(0, np.int32), probs)
+    for shard in sorted(set(range(spec.n_shards)) - written):
+        storage.write_bytes(paths.shard_table(shard), empty, cfg)
+    return spec.n_shards
 
 
 def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool:
@@ -68,9 +75,7 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     storage.write_npy(paths.probs, probs, cfg)
     storage.write_json(paths.report, report, cfg)
     storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
-    tables = _shard_tables(spec, paths, probs, cfg)
-    for shard, data in tables.items():
-        storage.write_bytes(paths.shard_table(shard), data, cfg)
+    n_tables = _write_shard_tables(spec, paths, probs, cfg)
     storage.write_marker(paths.scale_marker, {"N": report["N"], "clusters": int(sizes.size),
-                                              "shards": len(tables)}, cfg)
+                                              "shards": n_tables}, cfg)
     return True
