@@ -25,7 +25,7 @@ $(addprefix push-image-,$(IMAGES)): push-image-%: image-%
 	$(DOCKER) push $(REGISTRY)/dynamics-$*:$(TAG)
 
 chart-schema:
-	$(PYTHON) -m dynamics.chart_schema --update
+	$(PYTHON) -m dynamics.spec.schema --update
 
 check-chart-schema:
-	$(PYTHON) -m dynamics.chart_schema
+	$(PYTHON) -m dynamics.spec.schema

@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from s3server import start_moto_server
 
-from dynamics import storage
 from dynamics.demo import generate_demo_data
-from dynamics.embed.run import embed_part
-from dynamics.layout import RunPaths
-from dynamics.specio import validate
+from dynamics.spec.loader import validate
+from dynamics.stages.embed.run import embed_part
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
 
 
 def _spec(workdir: str, pattern: str, n: int, backend: dict, workers: int):

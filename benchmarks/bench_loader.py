@@ -1,10 +1,10 @@
 """Training loader throughput per CPU core: S3 shard -> decode -> RandomResizedCrop 112 -> tensor + tokens.
 
 Compares, in one run and on the same shards in a moto S3 server on loopback, the trainer's pipeline
-(:class:`dynamics.train.data.EpochDataset`: DynamiCS sampling, shuffle window, reduced-scale JPEG
+(:class:`dynamics.stages.train.data.EpochDataset`: DynamiCS sampling, shuffle window, reduced-scale JPEG
 decode, open_clip's train transform, tokenizer) with open_clip's own webdataset pipeline
 (``open_clip_train.data.get_wds_dataset``, streaming the same ``s3://`` URLs through
-``dynamics.shards.register_s3_handler``). Both run in the benchmark process (``workers=0``) with one
+``dynamics.storage.shards.register_s3_handler``). Both run in the benchmark process (``workers=0``) with one
 torch thread, so samples/s is per CPU core. Images are web-like JPEGs of 512-1024 px.
 
     python benchmarks/bench_loader.py [--shards 8] [--per-shard 200] [--resolution 112] [--repeats 2]
@@ -34,12 +34,12 @@ from open_clip_train.data import get_wds_dataset
 from PIL import Image, ImageDraw
 from s3server import start_moto_server
 
-from dynamics import storage
 from dynamics.core.sampler import ShardTable
-from dynamics.layout import RunPaths
-from dynamics.shards import register_s3_handler
-from dynamics.train.data import EpochDataset, EpochSpec
-from dynamics.train.stream import StreamSettings
+from dynamics.stages.train.data import EpochDataset, EpochSpec
+from dynamics.stages.train.stream import StreamSettings
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+from dynamics.storage.shards import register_s3_handler
 
 SIZES = ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (768, 1024))
 CONTEXT = 32

@@ -6,23 +6,9 @@ Anything a user can cause (a bad spec, a missing secret, an unreachable bucket) 
 
 from __future__ import annotations
 
+from dynamics.core.errors import DynamicsError
 
-class DynamicsError(Exception):
-    """An error whose message is meant for the user: what is wrong and how to fix it."""
-
-    exit_code: int = 1
-
-    def __init__(self, message: str, *, hint: str | None = None, exit_code: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        if exit_code is not None:
-            self.exit_code = exit_code
-
-    def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message}\n  fix: {self.hint}"
-        return self.message
+__all__ = ["DynamicsError", "KubeError", "SpecError", "StorageError"]
 
 
 class SpecError(DynamicsError):

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from s3server import MotoServer, start_moto_server
 
-from dynamics import storage
+from dynamics.storage import objects as storage
 
 settings.register_profile("default", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from dynamics.spec import RunSpec
-from dynamics.specio import dump_spec, validate
+from dynamics.spec.loader import dump_spec, validate
+from dynamics.spec.model import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())

@@ -35,7 +35,7 @@ from dynamics.controller.state import (
     workload_state,
 )
 from dynamics.render import render_stage, stages_of
-from dynamics.spec import RunSpec
+from dynamics.spec.model import RunSpec
 
 ObjectKey = tuple[str, str]  # (kind, name)
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
 
-from dynamics import storage
 from dynamics.controller.decide import needs_pytorchjob
 from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Permission
 from dynamics.controller.resources import NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
-from dynamics.shards import resolve_shards
-from dynamics.spec import RunSpec
+from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
+from dynamics.storage import objects as storage
+from dynamics.storage.shards import resolve_shards
 
 GPU_RESOURCE = "nvidia.com/gpu"
 

@@ -20,17 +20,17 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dynamics import storage
 from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
 from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
 from dynamics.controller.state import Phase, RunStatus, object_ref
 from dynamics.errors import KubeError, StorageError
-from dynamics.layout import RunPaths
-from dynamics.spec import RunSpec
-from dynamics.specio import dump_spec
+from dynamics.spec.loader import dump_spec
+from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
 
 log = logging.getLogger("dynamics.controller")
 

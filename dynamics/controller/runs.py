@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dynamics import constants as C
-from dynamics import names
 from dynamics.constants import Stage
 from dynamics.controller.decide import Observed, failed_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
@@ -26,8 +25,9 @@ from dynamics.controller.report import RunEvent
 from dynamics.controller.resources import CONFIG_MAPS, PODS, RUN_RESOURCES
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
 from dynamics.errors import KubeError
-from dynamics.spec import RunSpec
-from dynamics.specio import load_spec_text
+from dynamics.spec import names
+from dynamics.spec.loader import load_spec_text
+from dynamics.spec.model import RunSpec
 
 log = logging.getLogger("dynamics.controller")
 

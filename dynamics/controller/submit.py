@@ -19,7 +19,7 @@ from dynamics.controller.runs import delete_run, read_run, run_selector, with_ow
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError
 from dynamics.render import render_submission
-from dynamics.spec import RunSpec
+from dynamics.spec.model import RunSpec
 
 
 def _create_config_map(kube: Kube, spec: RunSpec, config_map: Obj, *, replace: bool, out: TextIO) -> Obj:

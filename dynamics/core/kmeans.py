@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from dynamics.errors import DynamicsError
+from dynamics.core.errors import DynamicsError
 
 # Rows per assignment batch are limited so that the (rows x k) score block stays this small.
 _ASSIGN_SCORE_BYTES = 1 << 28

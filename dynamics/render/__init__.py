@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 
 from dynamics import constants as C
-from dynamics import names
 from dynamics.constants import Stage
 from dynamics.render.jobs import assign_job, cluster_fit_job, controller_job, embed_job, eval_job, scale_job
 from dynamics.render.pod import Obj, metadata
 from dynamics.render.train import train_objects
-from dynamics.spec import RunSpec
-from dynamics.specio import dump_spec
+from dynamics.spec import names
+from dynamics.spec.loader import dump_spec
+from dynamics.spec.model import RunSpec
 
 __all__ = ["render", "render_config_map", "render_stage", "render_submission", "stages_of"]
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dynamics import constants as C
-from dynamics import names
 from dynamics.constants import Stage
 from dynamics.render.pod import Obj, container, metadata, pod_spec, resources, volumes
-from dynamics.spec import Resources, RunSpec
-from dynamics.spec_checks import embed_parts
+from dynamics.spec import names
+from dynamics.spec.checks import embed_parts
+from dynamics.spec.model import Resources, RunSpec
 
 # Exit code 2 means "bad spec or bad input": retrying cannot help, so the Job fails at once.
 USER_ERROR_EXIT_CODE = 2

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from dynamics import constants as C
-from dynamics import names
-from dynamics.spec import Resources, RunSpec
+from dynamics.spec import names
+from dynamics.spec.model import Resources, RunSpec
 
 Obj = dict[str, Any]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dynamics import constants as C
-from dynamics import names
 from dynamics.constants import Stage
 from dynamics.render.pod import Obj, container, labels, metadata, pod_spec, resources, volumes
-from dynamics.spec import Launcher, RunSpec
+from dynamics.spec import names
+from dynamics.spec.model import Launcher, RunSpec
 
 TRAIN_COMMAND_TAIL = ["--no-python", "dynamics", "stage", Stage.TRAIN.value]
 

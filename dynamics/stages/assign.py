@@ -1,10 +1,46 @@
-"""``dynamics stage assign``: nearest kept centroid for one embed part (Indexed Job)."""
+"""``dynamics stage assign``: nearest kept centroid for one embed part (Indexed Job).
+
+assign: every embedding of one part goes to its nearest kept centroid (top-1 inner product).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+import numpy as np
+
+from dynamics.core.kmeans import assign_nearest, gpu_available
+from dynamics.core.scaling import counts_from_labels
+from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
+from dynamics.stages.inputs import read_vectors, require
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+
+log = logging.getLogger("dynamics.cluster")
+
+
+def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageConfig) -> bool:
+    """Write labels and per-cluster counts of ``part``; False when already complete."""
+    if storage.exists(paths.assign_marker(part), cfg):
+        log.info("assign part %d already complete; nothing to do", part)
+        return False
+    require([paths.cluster_marker], "cluster-fit", cfg)
+    require([paths.embed_marker(part)], "embed", cfg)
+    kept = storage.read_npy(paths.kept, cfg)
+    vectors = read_vectors(paths, part, cfg)
+    # At full scale (1M rows x 50k centroids per part) this is a GPU job: FAISS on the GPU when present.
+    on_gpu = bool(spec.cluster.gpus) and gpu_available()
+    labels = (assign_nearest(vectors, kept, backend="faiss" if on_gpu else "numpy", gpu=on_gpu)
+              if len(vectors) else np.zeros(0, np.int32))
+    counts = counts_from_labels(labels, kept.shape[0])
+    storage.write_npy(paths.assign_labels(part), labels.astype(np.int32), cfg)
+    storage.write_npy(paths.assign_counts(part), counts, cfg)
+    storage.write_marker(paths.assign_marker(part), {"rows": int(labels.size), "clusters": int(kept.shape[0])}, cfg)
+    log.info("assign part %d: %d rows into %d clusters (%d non-empty)", part, labels.size, kept.shape[0],
+             int(np.count_nonzero(counts)))
+    return True
 
 
 def main(argv: Sequence[str]) -> int:
@@ -12,7 +48,6 @@ def main(argv: Sequence[str]) -> int:
     parser = stage_parser("assign", "Assign every embedding of one part to its nearest kept centroid.",
                           indexed=True)
     ctx = context_from_args(parser.parse_args(list(argv)))
-    from dynamics.cluster.assign import assign_part
 
     assert ctx.index is not None
     assign_part(ctx.spec, ctx.paths, ctx.index, ctx.storage)

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.errors import DynamicsError
-from dynamics.layout import RunPaths
-from dynamics.spec import RunSpec
-from dynamics.specio import load_spec
-from dynamics.storage import StorageConfig
+from dynamics.spec.loader import load_spec
+from dynamics.spec.model import RunSpec
+from dynamics.storage.layout import RunPaths
+from dynamics.storage.objects import StorageConfig
 
 log = logging.getLogger("dynamics")
 

@@ -17,12 +17,13 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
-from dynamics import names, storage
 from dynamics.constants import Stage
 from dynamics.controller.kube import Kube, connect
 from dynamics.controller.run import Controller, Poll
-from dynamics.spec import Launcher, RunSpec
-from dynamics.specio import validate
+from dynamics.spec import names
+from dynamics.spec.loader import validate
+from dynamics.spec.model import Launcher, RunSpec
+from dynamics.storage import objects as storage
 
 from .kubectl import Kubectl
 from .server import KubeDouble

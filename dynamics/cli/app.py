@@ -1,0 +1,119 @@
+"""Command-line entry points: ``dynamics`` and ``dynamics-submit``.
+
+Heavy modules (torch, faiss, the kubernetes client) are imported only by the command that needs
+them, so the controller image and ``--help`` stay light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from dynamics import __version__
+from dynamics.cli import runs as controller_cli
+from dynamics.cli import tools as tools_cli
+from dynamics.errors import DynamicsError
+
+# `dynamics stage NAME ...` -> module with `main(argv) -> int`
+STAGES: dict[str, str] = {
+    "embed": "dynamics.stages.embed.main",
+    "cluster-fit": "dynamics.stages.cluster_fit",
+    "assign": "dynamics.stages.assign",
+    "scale": "dynamics.stages.scale.main",
+    "train": "dynamics.stages.train.main",
+    "eval": "dynamics.stages.evaluate",
+}
+
+
+def _run_guarded(fn: Callable[[], int]) -> int:
+    """Run a command; user errors print one message and no traceback."""
+    try:
+        return fn()
+    except DynamicsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _cmd_stage(argv: Sequence[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: dynamics stage {" + ",".join(STAGES) + "} [options]\n\n"
+              "Run one pipeline stage (what the rendered Jobs run). "
+              "`dynamics stage NAME --help` shows its options.")
+        return 0 if argv else 2
+    name, rest = argv[0], list(argv[1:])
+    if name not in STAGES:
+        print(f"error: unknown stage '{name}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[name])
+    return int(module.main(rest))
+
+
+def _cmd_schema(_: argparse.Namespace) -> int:
+    from dynamics.spec.loader import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from dynamics.spec.loader import load_spec
+
+    spec = load_spec(args.spec)
+    print(f"{args.spec}: valid run '{spec.name}' ({spec.n_shards} shards, {len(spec.train.phases)} phases)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dynamics`` command and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="dynamics",
+        description="DynamiCS CLIP pre-training on Kubernetes: stages, controller, and run tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"dynamics {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("stage", help="run one pipeline stage (embed, cluster-fit, assign, scale, train, eval)",
+                   add_help=False)
+    p = sub.add_parser("schema", help="print the run spec's JSON schema (for editors and the chart)")
+    p.set_defaults(func=_cmd_schema)
+    p = sub.add_parser("validate", help="validate a run spec and report every problem")
+    p.add_argument("spec", help="run spec YAML")
+    p.set_defaults(func=_cmd_validate)
+    tools_cli.add_commands(sub)
+    controller_cli.add_commands(sub)
+    return parser
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dynamics``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "stage":
+        from dynamics.stages.common import setup_logging
+
+        setup_logging()
+        return _run_guarded(lambda: _cmd_stage(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return _run_guarded(lambda: int(args.func(args)))
+
+
+def submit_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dynamics-submit``."""
+    from dynamics.cli.submit import run_submit
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return _run_guarded(lambda: run_submit(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Subcommands of ``dynamics`` that talk to the cluster: controller, status, list, logs, cancel, doctor.
+
+``dynamics.cli.app`` calls :func:`add_commands`; each handler takes the parsed arguments and returns an
+exit code. The Kubernetes client is imported only when one of these commands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from dynamics import constants as C
+from dynamics.constants import Stage
+
+if TYPE_CHECKING:
+    from dynamics.controller.kube import Kube
+
+Subparsers = argparse._SubParsersAction  # argparse exposes no public name for it
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-n", "--namespace", help="namespace (default: the context's, or 'default')")
+    p.add_argument("--context", help="kubeconfig context (default: the current one, or in-cluster)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+
+
+def _kube(args: argparse.Namespace, namespace: str | None = None) -> Kube:
+    from dynamics.controller.kube import connect
+
+    return connect(context=args.context, namespace=namespace or args.namespace, kubeconfig=args.kubeconfig)
+
+
+def _cmd_controller(args: argparse.Namespace) -> int:
+    from dynamics.controller.run import Controller, Poll
+    from dynamics.stages.common import setup_logging
+
+    setup_logging()
+    kube = _kube(args, args.namespace or os.environ.get(C.ENV_NAMESPACE))
+    poll = Poll(min_s=args.poll_min, max_s=max(args.poll_max, args.poll_min))
+    return Controller(kube, args.run, poll=poll).loop()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from dynamics.controller.status import show_status, status_json
+
+    kube = _kube(args)
+    if args.output == "json":
+        print(status_json(kube, args.run))
+        return 0
+    return show_status(kube, args.run, sys.stdout)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from dynamics.controller.status import list_runs
+
+    return list_runs(_kube(args), sys.stdout)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from dynamics.controller.logs import show_logs
+
+    return show_logs(_kube(args), args.run, sys.stdout, stage=args.stage, follow=args.follow)
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from dynamics.controller.status import cancel_run
+
+    return cancel_run(_kube(args), args.run, sys.stdout, timeout_s=args.timeout)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from dynamics.controller.doctor import run_doctor
+    from dynamics.spec.loader import load_spec
+
+    spec = load_spec(args.spec) if args.spec else None
+    namespace = args.namespace or (spec.namespace if spec else None)
+    return run_doctor(_kube(args, namespace), spec, sys.stdout)
+
+
+def add_commands(sub: Subparsers) -> None:
+    """Register controller, status, list, logs, cancel and doctor on the ``dynamics`` parser."""
+    p = sub.add_parser("controller", help="drive a run's stages (what the controller Job runs)")
+    p.add_argument("--run", required=True, help="run name (its ConfigMap holds the spec)")
+    p.add_argument("--poll-min", type=float, default=2.0, help="seconds between passes after a change")
+    p.add_argument("--poll-max", type=float, default=30.0, help="longest wait while nothing changes")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_controller)
+
+    p = sub.add_parser("status", help="a run's stages, progress and pods")
+    p.add_argument("run", help="run name")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("list", help="the runs in a namespace")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("logs", help="a run's pod logs, each line prefixed by its pod")
+    p.add_argument("run", help="run name")
+    p.add_argument(
+        "--stage", choices=[s.value for s in Stage] + [C.COMPONENT_CONTROLLER], help="only this stage's pods"
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the pods end")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_logs)
+
+    p = sub.add_parser("cancel", help="delete a run and everything it created, and wait")
+    p.add_argument("run", help="run name")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the deletion")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("doctor", help="check the cluster, RBAC, CRD, GPUs and storage for a run")
+    p.add_argument("spec", nargs="?", help="run spec YAML (adds the storage and shard checks)")
+    _connection_args(p)
+    p.set_defaults(func=_cmd_doctor)
+
+
+add_controller_commands = add_commands

@@ -1,1 +1,0 @@
-"""Image embedding: model backends and the embed stage."""

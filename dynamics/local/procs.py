@@ -1,0 +1,64 @@
+"""The processes of a local run: one per pod (or Indexed-Job index), grouped by stage."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dynamics.constants import Stage
+
+TAIL_LINES = 25
+
+
+@dataclass
+class Proc:
+    """One local process standing in for one pod (or one Indexed-Job index)."""
+
+    label: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # One log per attempt: the tail shown on failure is this attempt's.
+        log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL)
+        log.close()
+        self.started = time.monotonic()
+
+    def poll(self) -> int | None:
+        assert self.popen is not None
+        return self.popen.poll()
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+    def tail(self, n: int = TAIL_LINES) -> list[str]:
+        try:
+            with self.log_path.open("r", encoding="utf-8", errors="replace") as fh:
+                return list(deque((line.rstrip("\n") for line in fh), maxlen=n))
+        except FileNotFoundError:
+            return []
+
+
+@dataclass
+class StageRun:
+    """Processes of one stage and how many may run at once."""
+
+    stage: Stage
+    procs: list[Proc]
+    parallel: int
+    failed: Proc | None = None
+    done: list[Proc] = field(default_factory=list)

@@ -1,0 +1,59 @@
+"""The short report printed at the end of a ``--local`` run: where things are and what happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamics.constants import Stage
+from dynamics.errors import StorageError
+from dynamics.spec.model import RunSpec
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+
+
+def _read(uri: str, cfg: storage.StorageConfig) -> dict[str, Any] | None:
+    try:
+        return storage.read_json(uri, cfg)
+    except StorageError:
+        return None
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
+                  timings: dict[Stage, float | None]) -> list[str]:
+    """Lines of the end-of-run report (pure apart from reading the run's JSON artifacts)."""
+    lines = [f"\nrun '{spec.name}' complete. Artifacts under {paths.root}/"]
+    for stage, secs in timings.items():
+        lines.append(f"  {stage.value:<12} {'skipped (already complete)' if secs is None else f'{secs:7.1f}s'}")
+    report = _read(paths.report, cfg)
+    if report:
+        lines += [
+            f"\nDynamiCS sampling (alpha={report.get('alpha')}, budget={report.get('budget')}): "
+            f"N={report.get('N')} samples in {report.get('K_nonempty')} clusters",
+            f"  expected samples per epoch: {report.get('expected_per_epoch', 0):.0f}",
+            f"  share of the largest 10% clusters: {_pct(report.get('share_top10pct_before'))} of the data -> "
+            f"{_pct(report.get('share_top10pct_after'))} of each epoch",
+            f"  cluster-size plot (before/after): {paths.plot}",
+        ]
+    marker = _read(paths.train_marker, cfg)
+    if marker:
+        phases = ", ".join(f"{name}: {samples} samples in {steps} steps" for name, samples, steps in
+                           zip(marker["phases"], marker["samples"], marker["steps"], strict=True))
+        lines.append(f"\ntraining: {sum(marker['samples'])} samples seen ({phases})")
+        lines.append(f"  final checkpoint (open_clip format): {marker['final_checkpoint']}")
+    results = _read(paths.eval_results, cfg)
+    if results:
+        lines.append("\nzero-shot evaluation:")
+        for name, r in results.get("datasets", {}).items():
+            lines.append(f"  {name}: top-1 {_pct(r.get('top1'))} (chance {_pct(r.get('chance'))}), "
+                         f"head classes {_pct(r.get('head_top1'))}, tail classes {_pct(r.get('tail_top1'))}")
+    return lines
+
+
+def print_summary(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
+                  timings: dict[Stage, float | None]) -> None:
+    """Print the end-of-run report."""
+    print("\n".join(summary_lines(spec, paths, cfg, timings)), flush=True)

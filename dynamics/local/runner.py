@@ -1,0 +1,197 @@
+"""``dynamics-submit spec.yaml --local``: the rendered run, executed as local processes.
+
+Each stage's objects come from the same :func:`dynamics.render.render_stage` the controller uses;
+we run their containers' commands with their environment: an Indexed Job becomes one process per
+index (``JOB_COMPLETION_INDEX`` set, a few at a time), the trainer is ``torchrun`` with the
+variables the training operator would inject. Finished stages (all markers present) are skipped,
+so re-running after an interruption continues where it stopped; the trainer resumes from its
+latest checkpoint by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from types import FrameType
+
+from dynamics import constants as C
+from dynamics.constants import Stage
+from dynamics.local.procs import Proc, StageRun
+from dynamics.local.progress import Reporter, make_reporter
+from dynamics.local.report import print_summary
+from dynamics.render import render_stage, stages_of
+from dynamics.render.pod import Obj
+from dynamics.spec.loader import dump_spec
+from dynamics.spec.model import RunSpec
+from dynamics.stages.common import storage_config
+from dynamics.stages.progress import stage_progress
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+
+POLL_SECONDS = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _container_env(ctr: Obj, spec: RunSpec, spec_path: Path) -> dict[str, str]:
+    """The container's environment, made to work on this machine."""
+    env = dict(os.environ)
+    # Console scripts of this installation first (dynamics, torchrun).
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for item in ctr.get("env", []):
+        name = item["name"]
+        if name in ("HOME", "HF_HOME"):
+            continue  # keep the user's home and caches
+        if "value" in item:
+            env[name] = str(item["value"])
+        elif "fieldRef" in item.get("valueFrom", {}):
+            env[name] = spec.namespace
+        # secretKeyRef: the credentials are already in this shell's environment (or ~/.aws).
+    env[C.ENV_SPEC] = str(spec_path)
+    return env
+
+
+def _templates(obj: Obj) -> list[tuple[str, Obj, int]]:
+    """(role, pod template, replicas) of a Job or PyTorchJob."""
+    if obj["kind"] == "PyTorchJob":
+        specs = obj["spec"]["pytorchReplicaSpecs"]
+        return [(role, r["template"], r["replicas"]) for role, r in specs.items()]
+    if obj["kind"] == "Job":
+        return [("job", obj["spec"]["template"], obj["spec"].get("completions", 1))]
+    return []
+
+
+def _torch_env(obj: Obj, node_rank: int, nnodes: int, port: int) -> dict[str, str]:
+    """What the training operator injects into PyTorchJob pods (torchrun reads PET_*)."""
+    return {"PET_NNODES": str(nnodes), "PET_NPROC_PER_NODE": obj["spec"]["nprocPerNode"],
+            "PET_NODE_RANK": str(node_rank), "PET_MASTER_ADDR": "127.0.0.1", "PET_MASTER_PORT": str(port),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+
+
+def _local_command(command: list[str], port: int) -> list[str]:
+    # The indexed-job launcher rendezvous at pod 0's DNS name; locally that is this machine.
+    return [f"--rdzv-endpoint=127.0.0.1:{port}" if a.startswith("--rdzv-endpoint=") else a for a in command]
+
+
+def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path) -> list[Proc]:
+    """The processes standing in for ``stage``'s pods."""
+    procs: list[Proc] = []
+    for obj in render_stage(spec, stage):
+        templates = _templates(obj)
+        nnodes = sum(n for _, _, n in templates)
+        port = _free_port()
+        indexed = obj["kind"] == "Job" and obj["spec"].get("completionMode") == "Indexed"
+        rank = 0
+        for role, template, replicas in templates:
+            ctr = template["spec"]["containers"][0]
+            for i in range(replicas):
+                env = _container_env(ctr, spec, spec_path)
+                if indexed:
+                    env[C.ENV_JOB_INDEX] = str(i)
+                if obj["kind"] == "PyTorchJob":
+                    env.update(_torch_env(obj, rank, nnodes, port))
+                label = f"{stage.value}-{i}" if indexed else (f"{stage.value}-{role.lower()}-{i}"
+                                                               if obj["kind"] == "PyTorchJob" else stage.value)
+                procs.append(Proc(label, _local_command(ctr["command"], port), env, log_dir / f"{label}.log"))
+                rank += 1
+    return procs
+
+
+def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
+    # Trainer processes rendezvous with each other: they must all run at once.
+    return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
+
+
+def _drive(run: StageRun, reporter: Reporter) -> bool:
+    pending = deque(run.procs)
+    running: list[Proc] = []
+    while pending or running:
+        while pending and len(running) < run.parallel:
+            proc = pending.popleft()
+            proc.start()
+            running.append(proc)
+        time.sleep(POLL_SECONDS)
+        for proc in list(running):
+            code = proc.poll()
+            if code is None:
+                continue
+            running.remove(proc)
+            if code != 0:
+                run.failed = proc
+                for other in running:
+                    other.stop()
+                return False
+            run.done.append(proc)
+            reporter.proc_done(run, proc)
+        reporter.tick(run, running)
+    return True
+
+
+def _install_signal_handlers(current: list[StageRun]) -> None:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        for run in current:
+            for proc in run.procs:
+                proc.stop()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _prepare(spec: RunSpec, workdir: str | None) -> tuple[RunSpec, Path]:
+    if workdir:
+        spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
+    state = Path(".dynamics") / spec.name
+    state.mkdir(parents=True, exist_ok=True)
+    spec_path = state / C.CONFIG_SPEC_KEY
+    text = dump_spec(spec)
+    spec_path.write_text(text, encoding="utf-8")
+    return spec, spec_path.resolve()
+
+
+def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) -> int:
+    """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed."""
+    spec, spec_path = _prepare(spec, workdir)
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    cfg = storage_config(spec)
+    storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
+    reporter = make_reporter()
+    log_dir = spec_path.parent / "logs"
+    reporter.say(f"run '{spec.name}': work dir {paths.root}, logs in {log_dir}/")
+    current: list[StageRun] = []
+    _install_signal_handlers(current)
+    timings: dict[Stage, float | None] = {}
+    for stage in stages_of(spec):
+        if stage_progress(spec, paths, stage, cfg).complete:
+            reporter.say(f"- {stage.value}: already complete, skipped")
+            timings[stage] = None
+            continue
+        procs = stage_processes(spec, stage, spec_path, log_dir)
+        run = StageRun(stage, procs, _parallelism(stage, procs, max_parallel))
+        current[:] = [run]
+        reporter.stage_started(stage, len(procs))
+        start = time.monotonic()
+        ok = _drive(run, reporter)
+        reporter.stage_finished(stage, ok)
+        if not ok:
+            proc = run.failed
+            assert proc is not None
+            reporter.say(f"\nstage '{stage.value}' failed: {proc.label} exited with code {proc.poll()}. "
+                         f"Last log lines ({proc.log_path}):")
+            for line in proc.tail():
+                reporter.say(f"    {line}")
+            reporter.close()
+            return 1
+        timings[stage] = time.monotonic() - start
+        reporter.say(f"  {stage.value} complete in {timings[stage]:.1f}s")
+    reporter.close()
+    print_summary(spec, paths, cfg, timings)
+    return 0

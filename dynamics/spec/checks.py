@@ -1,0 +1,125 @@
+"""Cross-field checks of a RunSpec: each problem carries its field path and a fix."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dynamics.spec import names
+from dynamics.spec.types import MAX_NAME, EmbedBackend, Launcher
+from dynamics.storage import layout
+
+if TYPE_CHECKING:
+    from dynamics.spec.model import RunSpec
+
+
+class Problem(tuple[str, str, str]):
+    """(field path, what is wrong, how to fix it)."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: str, message: str, fix: str) -> Problem:
+        return super().__new__(cls, (path, message, fix))
+
+
+class CrossFieldErrors(ValueError):
+    """Several spec problems found together; pydantic keeps it as the error's context."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p[0]}: {p[1]}" for p in problems))
+        self.problems = problems
+
+
+def embed_parts(spec: RunSpec) -> int:
+    """Embed parts = embed Indexed-Job completions."""
+    return layout.n_parts(spec.n_shards, spec.embed.shards_per_part)
+
+
+def _name_length(spec: RunSpec) -> list[Problem]:
+    parts = embed_parts(spec)
+    tails = names.pod_name_suffixes(spec.name, parts, parts, spec.train.nodes)
+    longest = max(tails, key=len)
+    limit = MAX_NAME - len(longest)
+    if len(spec.name) > limit:
+        return [Problem("name", f"'{spec.name}' is {len(spec.name)} characters; pod names such as "
+                        f"'{spec.name}{longest}' would exceed {MAX_NAME}",
+                        f"use a name of at most {limit} characters")]
+    if not spec.name[0].isalpha():
+        return [Problem("name", "must start with a letter (Service names are DNS-1035 labels)",
+                        f"e.g. 'run-{spec.name}'")]
+    return []
+
+
+def _resolution(spec: RunSpec) -> list[Problem]:
+    patch = spec.train.patch_size()
+    out = []
+    if patch is None:
+        return out
+    for i, phase in enumerate(spec.train.phases):
+        if phase.resolution % patch:
+            lower = phase.resolution // patch * patch
+            out.append(Problem(f"train.phases[{i}].resolution",
+                               f"{phase.resolution} is not divisible by the patch size {patch} of the model",
+                               f"use {lower or patch} or {lower + patch}"))
+    return out
+
+
+def _shards_vs_readers(spec: RunSpec) -> list[Problem]:
+    t = spec.train
+    readers = t.nodes * t.procs * max(t.workers, 1)
+    if spec.n_shards < readers:
+        return [Problem("data.shards", f"{spec.n_shards} shards cannot feed {readers} readers "
+                        f"(train.nodes {t.nodes} x processes {t.procs} x workers {max(t.workers, 1)})",
+                        "lower train.workers or train.nodes, or split the data into more shards")]
+    return []
+
+
+def _launcher(spec: RunSpec) -> list[Problem]:
+    t = spec.train
+    out = []
+    if t.launcher is Launcher.PYTORCHJOB and t.gpus_per_node == 0 and t.procs_per_node is None:
+        out.append(Problem("train.procsPerNode", "a CPU run (gpusPerNode 0) needs procsPerNode",
+                           "set train.procsPerNode, e.g. 2"))
+    if t.gpus_per_node and t.procs_per_node not in (None, t.gpus_per_node):
+        out.append(Problem("train.procsPerNode", "with GPUs there is one process per GPU",
+                           "remove train.procsPerNode"))
+    return out
+
+
+def _embed(spec: RunSpec) -> list[Problem]:
+    e = spec.embed
+    if e.backend is EmbedBackend.PIXELS and e.gpus_per_pod:
+        return [Problem("embed.gpusPerPod", "the pixels backend runs on CPU", "set embed.gpusPerPod: 0")]
+    return []
+
+
+def _cluster(spec: RunSpec) -> list[Problem]:
+    c = spec.cluster
+    out = []
+    if c.k > spec.data.approx_samples:
+        out.append(Problem("cluster.k", f"k={c.k} exceeds data.approxSamples={spec.data.approx_samples}",
+                           "lower cluster.k"))
+    if c.train_samples < c.k:
+        out.append(Problem("cluster.trainSamples", f"{c.train_samples} training points for k={c.k} "
+                           "centroids", "use at least k (FAISS recommends 39 x k or more)"))
+    return out
+
+
+def _phases(spec: RunSpec) -> list[Problem]:
+    out = []
+    for i, phase in enumerate(spec.train.phases):
+        if phase.warmup and phase.samples // (phase.batch_per_gpu * spec.train.nodes * spec.train.procs) \
+                < phase.warmup:
+            out.append(Problem(f"train.phases[{i}].warmup",
+                               f"{phase.warmup} warm-up steps exceed the phase's total steps",
+                               "lower warmup or raise samples"))
+    return out
+
+
+def cross_check(spec: RunSpec) -> None:
+    """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
+    problems = [
+        *_name_length(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
+        *_embed(spec), *_cluster(spec), *_phases(spec),
+    ]
+    if problems:
+        raise CrossFieldErrors(problems)

@@ -1,0 +1,366 @@
+"""The run spec: one YAML file describes a whole DynamiCS run.
+
+Field names are camelCase in YAML (as in Kubernetes objects) and snake_case in Python. Every model
+forbids unknown fields so that a typo is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from dynamics import constants as C
+from dynamics.spec.checks import cross_check
+from dynamics.spec.types import (
+    DNS_LABEL,
+    MAX_NAME,
+    POD_SUFFIX,
+    QUANTITY,
+    EmbedBackend,
+    Launcher,
+    Model,
+    Precision,
+    Quantity,
+    SampleMode,
+)
+from dynamics.storage.pattern import count_pattern
+
+__all__ = ["DNS_LABEL", "MAX_NAME", "POD_SUFFIX", "QUANTITY", "EmbedBackend", "Launcher", "Model", "Precision",
+           "Quantity", "RunSpec", "SampleMode"]
+
+
+
+class Resources(Model):
+    """CPU/memory requests for a stage's pods (GPUs are set by the stage's own gpu fields)."""
+
+    cpu: Quantity = Field("4", description="CPU request and limit, e.g. '8' or '500m'.")
+    memory: Quantity = Field("16Gi", description="Memory request and limit, e.g. '64Gi'.")
+
+
+class Storage(Model):
+    """Where the run's artifacts go and how to reach S3."""
+
+    workdir: str = Field(description="Work directory: 's3://bucket/prefix' or a local path (for --local).")
+    endpoint: str | None = Field(None, description="S3 endpoint override (MinIO, Ceph, R2); default AWS.")
+    region: str | None = Field(None, description="S3 region, e.g. 'us-east-1'.")
+    credentials_secret: str | None = Field(
+        None,
+        description="Name of an existing Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. "
+        "Leave empty to use the service account's role (IRSA) or node credentials.",
+    )
+    retry_mode: Literal["standard", "adaptive"] = Field("standard", description="boto3 retry mode.")
+    max_attempts: int = Field(8, ge=1, le=20, description="boto3 retry attempts per request.")
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        if v.startswith(("s3a://", "gs://", "http://", "https://")):
+            raise ValueError("only 's3://bucket/prefix' or a local path is supported")
+        if v.startswith("s3://") and len(v) <= len("s3://"):
+            raise ValueError("name a bucket: 's3://bucket/prefix'")
+        return v.rstrip("/")
+
+    @field_validator("credentials_secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        if v is not None and not DNS_LABEL.match(v) and not re.match(r"^[a-z0-9.-]+$", v):
+            raise ValueError("must be the name of a Secret (lower-case letters, digits, '-', '.')")
+        return v
+
+
+class Data(Model):
+    """The training data: webdataset shards."""
+
+    shards: str = Field(
+        description="Webdataset shard pattern with brace ranges, "
+        "e.g. 's3://bucket/dfn/{00000000..00020068}.tar'."
+    )
+    approx_samples: int = Field(gt=0, description="Approximate number of image-text pairs (for planning).")
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, v: str) -> str:
+        count_pattern(v)  # raises ValueError with a readable message
+        return v
+
+
+class Images(Model):
+    """Container images per stage (full references, pinned by tag)."""
+
+    embedder: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-embedder:{C.DEFAULT_IMAGE_TAG}"
+    clusterer: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-clusterer:{C.DEFAULT_IMAGE_TAG}"
+    trainer: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-trainer:{C.DEFAULT_IMAGE_TAG}"
+    controller: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-controller:{C.DEFAULT_IMAGE_TAG}"
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class Embed(Model):
+    """The embed stage: one Indexed-Job pod per group of shards."""
+
+    backend: EmbedBackend = Field(EmbedBackend.DINOV2, description="dinov2 | open_clip | pixels (tests).")
+    model: str = Field(
+        "facebook/dinov2-base",
+        description="Hugging Face id or directory (local or s3://) for dinov2; open_clip model name for "
+        "open_clip; ignored for pixels.",
+    )
+    pixels_size: int = Field(16, ge=2, le=64, description="pixels backend: side of the downscaled image.")
+    batch_size: int = Field(256, ge=1, description="Images per forward pass.")
+    shards_per_part: int = Field(64, ge=1, description="Shards per Indexed-Job index (= one output part).")
+    parallelism: int = Field(8, ge=1, description="Embed pods running at once.")
+    gpus_per_pod: int = Field(1, ge=0, le=8, description="GPUs per embed pod (0 = CPU).")
+    workers: int = Field(8, ge=0, description="DataLoader workers per pod.")
+    resources: Resources = Resources(cpu="8", memory="32Gi")
+
+
+class Cluster(Model):
+    """Spherical k-means fit, refinement, and assignment."""
+
+    k: int = Field(50_000, ge=2, description="Number of k-means centroids before refinement.")
+    iterations: int = Field(10, ge=1, description="k-means iterations.")
+    train_samples: int = Field(
+        12_800_000, ge=2, description="Embeddings drawn (seeded) across all parts to fit k-means."
+    )
+    max_points_per_centroid: int = Field(256, ge=1, description="FAISS cap on training points per centroid.")
+    threshold: float = Field(0.70, gt=0, le=1, description="Refinement: drop a centroid whose cosine "
+                             "similarity to an already kept one is >= threshold.")
+    seed: int = 42
+    gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
+    assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
+    resources: Resources = Resources(cpu="16", memory="128Gi")
+
+
+class Sample(Model):
+    """Per-cluster sampling probabilities (DESIGN.md §2)."""
+
+    alpha: float = Field(0.2, ge=0, le=1, description="1 = uniform random sampling, 0 = flat balancing.")
+    budget: float = Field(0.5, gt=0, le=1, description="Fraction of the data used per epoch (T = budget * N).")
+    mode: SampleMode = Field(SampleMode.CAP, description="cap: p>=1 is used once (reference); repeat: "
+                             "floor(p) copies + Bernoulli(frac(p)).")
+    unknown_prob: float = Field(0.5, ge=0, le=1, description="Probability for samples missing from the "
+                                "tables (the reference uses 0.5 silently; we count them).")
+    decimals: int = Field(6, ge=1, le=12, description="p_c is rounded to this many decimals (reference: 6).")
+    seed: int = 42
+
+
+class Phase(Model):
+    """One training phase (e.g. 112 px then 224 px)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=20)
+    resolution: int = Field(ge=16, le=1024, description="Image size (open_clip force_image_size).")
+    samples: int = Field(gt=0, description="Samples seen in this phase.")
+    samples_per_epoch: int | None = Field(
+        None, gt=0, description="Samples per epoch; default budget * data.approxSamples."
+    )
+    batch_per_gpu: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    warmup: int = Field(0, ge=0, description="Warm-up steps.")
+
+
+class Optimizer(Model):
+    """AdamW settings (recipe: betas (0.9, 0.95), eps 1e-6, weight decay 0.2)."""
+
+    name: Literal["adamw"] = "adamw"
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.2, ge=0)
+
+
+class Augmentation(Model):
+    """Training image augmentation."""
+
+    scale: tuple[float, float] = Field((0.4, 1.0), description="RandomResizedCrop scale range.")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] <= 1:
+            raise ValueError("need 0 < min <= max <= 1")
+        return v
+
+
+class Train(Model):
+    """OpenCLIP DDP training with per-epoch DynamiCS sampling."""
+
+    model: str = Field("ViT-B-16", description="open_clip model name.")
+    model_config_: dict[str, Any] | None = Field(
+        None, alias="modelConfig", description="Inline open_clip model config (overrides model)."
+    )
+    context_length: int = Field(32, ge=4, le=77)
+    pretrained: str | None = Field(None, description="Starting checkpoint (path or s3://); default random.")
+    nodes: int = Field(2, ge=1)
+    gpus_per_node: int = Field(4, ge=0, le=16, description="GPUs (= processes) per node; 0 = CPU.")
+    procs_per_node: int | None = Field(None, ge=1, description="Processes per node when gpusPerNode is 0.")
+    workers: int = Field(6, ge=0, description="Data-loader workers per process.")
+    precision: Precision = Precision.AMP_BF16
+    launcher: Launcher = Launcher.PYTORCHJOB
+    phases: list[Phase] = Field(min_length=1)
+    optimizer: Optimizer = Optimizer()
+    augmentation: Augmentation = Augmentation()
+    grad_clip_norm: float | None = Field(None, gt=0)
+    shuffle_buffer: int = Field(5000, ge=0)
+    local_loss: bool = True
+    gather_with_grad: bool = True
+    checkpoint_every: int = Field(1000, ge=1, description="Checkpoint interval in steps.")
+    log_every: int = Field(50, ge=1, description="Log a progress line every N steps.")
+    seed: int = 42
+    resources: Resources = Resources(cpu="48", memory="512Gi")
+    shm_size: Quantity = Field("64Gi", description="Size of the /dev/shm memory volume.")
+    host_network: bool = False
+    extra_resources: dict[str, int] = Field(
+        default_factory=dict, description="Extra per-pod resources, e.g. {'rdma/ib': 1}."
+    )
+
+    @field_validator("model_config_")
+    @classmethod
+    def _model_config(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        for key in ("vision_cfg", "text_cfg"):
+            if not isinstance(v.get(key), dict):
+                raise ValueError(f"an open_clip model config needs a '{key}' mapping")
+        if not isinstance(v.get("embed_dim"), int) or isinstance(v.get("embed_dim"), bool):
+            raise ValueError("an open_clip model config needs an integer 'embed_dim'")
+        return v
+
+    @field_validator("phases")
+    @classmethod
+    def _unique_phase_names(cls, v: list[Phase]) -> list[Phase]:
+        names = [p.name for p in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique, got {names}")
+        return v
+
+    @property
+    def procs(self) -> int:
+        """Processes per node (GPUs, or procsPerNode on CPU)."""
+        return self.gpus_per_node or self.procs_per_node or 1
+
+    def patch_size(self) -> int | None:
+        """The vision tower's patch size, from the inline config or the model name."""
+        if self.model_config_ is not None:
+            vision = self.model_config_.get("vision_cfg", {})
+            size = vision.get("patch_size")
+            return int(size) if isinstance(size, int) else None
+        match = re.match(r"^ViT-[A-Za-z]+-(\d+)", self.model)
+        return int(match.group(1)) if match else None
+
+
+class EvalDataset(Model):
+    """A zero-shot classification set in webdataset form (image + class index)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    shards: str = Field(description="Shard pattern of the eval set (image + '.cls').")
+    classnames: str | list[str] = Field(
+        description="'imagenet' (open_clip's), a file (local or s3://, one name per line), or a list."
+    )
+    templates: str | list[str] = Field(
+        "openai", description="'openai' / 'simple' (open_clip's ImageNet templates) or a list with '{c}'."
+    )
+    class_counts: str | None = Field(
+        None, description="JSON file (local or s3://) with the training-set count of each class: a list, or "
+        "an object with 'class_counts' (or 'train.class_counts', as demo-data writes). Enables head/tail accuracy.",
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str) and v not in ("openai", "simple"):
+            raise ValueError("use 'openai', 'simple', or a list of templates containing '{c}'")
+        if isinstance(v, list) and (not v or any("{c}" not in t for t in v)):
+            raise ValueError("every template must contain '{c}' where the class name goes")
+        return v
+
+    @field_validator("shards")
+    @classmethod
+    def _shards(cls, v: str) -> str:
+        count_pattern(v)
+        return v
+
+
+class Eval(Model):
+    """Zero-shot evaluation after training."""
+
+    datasets: list[EvalDataset] = Field(min_length=1)
+    batch_size: int = Field(256, ge=1)
+    gpus: int = Field(1, ge=0, le=8)
+
+
+class Toleration(Model):
+    """A pod toleration (Kubernetes fields)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(Model):
+    """A literal environment variable (never put secrets here: use storage.credentialsSecret)."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str
+
+
+class Kubernetes(Model):
+    """Scheduling and pod settings applied to every pod of the run."""
+
+    service_account: str = Field("dynamics", description="Service account (the Helm chart creates 'dynamics').")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    queue_name: str | None = Field(None, description="Kueue LocalQueue name (adds the queue-name label).")
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list, description="Extra env for every pod, e.g. NCCL_*.")
+    ttl_seconds_after_finished: int | None = Field(86400, ge=0)
+    backoff_limit_per_index: int = Field(3, ge=0, description="Retries per Indexed-Job index.")
+    backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
+    run_as_user: int = Field(1000, ge=1)
+
+
+class RunSpec(Model):
+    """A DynamiCS run: data, storage, stages, training recipe, and Kubernetes settings."""
+
+    api_version: Literal["dynamics.io/v1alpha1"] = "dynamics.io/v1alpha1"
+    kind: Literal["DynamicsRun"] = "DynamicsRun"
+    name: str = Field(description="Run name: a DNS-1123 label; prefixes every object of the run.")
+    namespace: str = Field("default", pattern=DNS_LABEL.pattern, max_length=MAX_NAME)
+    storage: Storage
+    data: Data
+    images: Images = Images()
+    embed: Embed = Embed()
+    cluster: Cluster = Cluster()
+    sample: Sample = Sample()
+    train: Train
+    eval: Eval | None = None
+    kubernetes: Kubernetes = Kubernetes()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not DNS_LABEL.match(v):
+            raise ValueError(
+                "must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending "
+                "with a letter or digit"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunSpec:
+        cross_check(self)
+        return self
+
+    @property
+    def n_shards(self) -> int:
+        """Number of shards the data pattern expands to."""
+        return count_pattern(self.data.shards)
+
+    def samples_per_epoch(self, phase: Phase) -> int:
+        """Samples in one epoch of ``phase``: explicit, or budget x approximate dataset size."""
+        if phase.samples_per_epoch is not None:
+            return phase.samples_per_epoch
+        return max(1, round(self.sample.budget * self.data.approx_samples))

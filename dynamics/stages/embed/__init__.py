@@ -1,0 +1,1 @@
+"""The embed stage: image embedding backends and the per-part embedding run."""

@@ -1,0 +1,1 @@
+"""The scale stage: cluster sizes -> sampling probabilities, per-shard tables, report, plot, export."""

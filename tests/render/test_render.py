@@ -1,0 +1,185 @@
+"""Rendered objects: valid against the official schemas and the PyTorchJob CRD, restricted, no secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynamics import constants as C
+from dynamics.constants import Stage
+from dynamics.render import render, render_stage, render_submission, stages_of
+from dynamics.spec.loader import load_spec, validate
+from dynamics.storage.layout import shard_slice
+from tests.k8s import assert_restricted, pod_templates, validate_any
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+RECIPE = ROOT / "examples" / "datacomp-dfn-vitb16.yaml"
+
+
+def _spec_dict(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(params=EXAMPLES, ids=lambda p: p.stem)
+def example_objects(request: pytest.FixtureRequest) -> list[dict]:
+    return render(load_spec(request.param))
+
+
+def _variants() -> list[dict]:
+    """The recipe with options switched on, so their rendering is validated too."""
+    base = _spec_dict(RECIPE)
+    indexed = json.loads(json.dumps(base))
+    indexed["train"]["launcher"] = "indexed-job"
+    extras = json.loads(json.dumps(base))
+    extras["kubernetes"].update({
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                               "labelSelector": {"matchLabels": {C.LABEL_STAGE: "train"}}}}]}},
+        "priorityClassName": "research-high",
+        "queueName": "team-queue",
+        "imagePullSecrets": ["regcred"],
+    })
+    extras["train"]["extraResources"] = {"rdma/ib": 1}
+    extras["eval"] = {"datasets": [{"name": "imagenet", "shards": "s3://b/in1k/{000..063}.tar",
+                                     "classnames": "imagenet"}]}
+    single = json.loads(json.dumps(base))
+    single["train"]["nodes"] = 1
+    return [indexed, extras, single]
+
+
+@pytest.mark.parametrize("variant", _variants(), ids=["indexed-job", "extras", "single-node"])
+def test_variants_validate(variant: dict) -> None:
+    for obj in render(validate(variant)):
+        validate_any(obj)
+        for template in pod_templates(obj):
+            assert_restricted(template)
+
+
+def test_every_object_validates(example_objects: list[dict]) -> None:
+    for obj in example_objects:
+        validate_any(obj)
+
+
+def test_schema_validation_catches_mistakes(example_objects: list[dict]) -> None:
+    """The validators are not vacuous: a misspelled field in a Job or a PyTorchJob is rejected."""
+    import jsonschema
+    import kubernetes_validate
+
+    job = json.loads(json.dumps(next(o for o in example_objects if o["kind"] == "Job")))
+    job["spec"]["template"]["spec"]["containers"][0]["comand"] = ["x"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate_any(job)
+    ptj = render(validate(_spec_dict(RECIPE)))[-1]
+    assert ptj["kind"] == "PyTorchJob"
+    ptj["spec"]["nprocPerNode"] = 4  # must be a string in the CRD
+    with pytest.raises(jsonschema.ValidationError):
+        validate_any(ptj)
+
+
+def test_pod_security_restricted(example_objects: list[dict]) -> None:
+    templates = [t for o in example_objects for t in pod_templates(o)]
+    assert templates
+    for template in templates:
+        assert_restricted(template)
+
+
+def test_labels_on_everything(example_objects: list[dict]) -> None:
+    for obj in example_objects:
+        labels = obj["metadata"]["labels"]
+        assert labels[C.LABEL_NAME] == C.APP_NAME
+        assert labels[C.LABEL_RUN] == labels[C.LABEL_INSTANCE]
+        assert labels[C.LABEL_STAGE] == labels[C.LABEL_COMPONENT]
+        for template in pod_templates(obj):
+            assert template["metadata"]["labels"][C.LABEL_RUN] == labels[C.LABEL_RUN]
+
+
+def test_no_credential_values_anywhere(tmp_path: Path) -> None:
+    data = _spec_dict(RECIPE)
+    data["kubernetes"]["env"].append({"name": "HARMLESS", "value": "x"})
+    objs = render(validate(data))
+    text = json.dumps(objs)
+    for secret_like in ("AKIA", "aws_secret_access_key", "password"):
+        assert secret_like not in text
+    creds = [e for o in objs for t in pod_templates(o) for c in t["spec"]["containers"] for e in c["env"]
+             if e["name"] in (C.ENV_AWS_KEY_ID, C.ENV_AWS_SECRET)]
+    assert creds, "the credentials Secret must be referenced"
+    for env in creds:
+        assert "value" not in env
+        assert env["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
+    config = next(o for o in objs if o["kind"] == "ConfigMap")
+    assert C.ENV_AWS_SECRET not in config["data"][C.CONFIG_SPEC_KEY]
+
+
+def test_recipe_shape() -> None:
+    spec = load_spec(RECIPE)
+    objs = render(spec)
+    ptj = next(o for o in objs if o["kind"] == "PyTorchJob")
+    replicas = ptj["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 1
+    assert ptj["spec"]["nprocPerNode"] == "4"
+    for replica in replicas.values():
+        pod = replica["template"]["spec"]
+        (ctr,) = pod["containers"]
+        assert ctr["name"] == C.PYTORCH_CONTAINER
+        assert ctr["resources"]["limits"]["nvidia.com/gpu"] == 4
+        assert ctr["command"][0] == "torchrun"
+        shm = next(v for v in pod["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory")
+        assert any(m["mountPath"] == "/dev/shm" and m["name"] == shm["name"] for m in ctr["volumeMounts"])
+    embed = next(o for o in objs if o["metadata"]["name"].endswith("-embed"))
+    completions = embed["spec"]["completions"]
+    covered = [i for part in range(completions) for i in shard_slice(20069, spec.embed.shards_per_part, part)]
+    assert covered == list(range(20069))
+    assert embed["spec"]["completionMode"] == "Indexed"
+    assert embed["spec"]["backoffLimitPerIndex"] >= 1
+    rules = embed["spec"]["podFailurePolicy"]["rules"]
+    assert {"type": "DisruptionTarget"} in rules[0]["onPodConditions"] and rules[0]["action"] == "Ignore"
+
+
+def test_stage_commands_read_spec_and_index() -> None:
+    spec = load_spec(RECIPE)
+    for stage in stages_of(spec):
+        for obj in render_stage(spec, stage):
+            for template in pod_templates(obj):
+                ctr = template["spec"]["containers"][0]
+                assert "dynamics" in ctr["command"] and stage.value in ctr["command"]
+                env = {e["name"]: e.get("value") for e in ctr["env"]}
+                assert env[C.ENV_SPEC] == C.SPEC_MOUNT_PATH
+                mount = next(m for m in ctr["volumeMounts"] if m["mountPath"] == C.SPEC_MOUNT_DIR)
+                vol = next(v for v in template["spec"]["volumes"] if v["name"] == mount["name"])
+                assert vol["configMap"]["name"] == spec.name
+
+
+def test_submission_is_config_map_and_controller_only() -> None:
+    spec = load_spec(RECIPE)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in render_submission(spec)]
+    assert kinds == [("ConfigMap", spec.name), ("Job", f"{spec.name}-controller")]
+    cm = render_submission(spec)[0]
+    assert validate(yaml.safe_load(cm["data"][C.CONFIG_SPEC_KEY])) == spec
+
+
+def test_indexed_job_launcher_rendezvous() -> None:
+    data = _spec_dict(RECIPE)
+    data["train"]["launcher"] = "indexed-job"
+    svc, job = render_stage(validate(data), Stage.TRAIN)
+    assert svc["kind"] == "Service" and svc["spec"]["clusterIP"] == "None"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == svc["metadata"]["name"]
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    cmd = " ".join(pod["containers"][0]["command"])
+    assert f"--rdzv-endpoint={job['metadata']['name']}-0.{svc['metadata']['name']}:" in cmd
+    assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_queue_label_and_priority() -> None:
+    data = _spec_dict(RECIPE)
+    data["kubernetes"].update({"queueName": "q", "priorityClassName": "high"})
+    for obj in render(validate(data))[1:]:
+        assert obj["metadata"]["labels"][C.LABEL_KUEUE_QUEUE] == "q"
+        for template in pod_templates(obj):
+            assert template["spec"]["priorityClassName"] == "high"
