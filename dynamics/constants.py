@@ -91,6 +91,8 @@ STAGE_MARKER = "_SUCCESS"
 
 # --- defaults ---
 KUBERNETES_VERSION = "1.35"
+# Kubernetes minors every rendered object is validated against (README: supported versions).
+SUPPORTED_KUBERNETES: tuple[str, ...] = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 DEFAULT_IMAGE_REGISTRY = "ghcr.io/dynamics-dev"
 DEFAULT_IMAGE_TAG = "0.1.0"
 PYTORCH_CONTAINER = "pytorch"

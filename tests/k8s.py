@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.resources
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,17 +19,46 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import referencing
 import yaml
 
 from dynamics import constants as C
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CRD_PATH = SHARED / "crds" / "kubeflow.org_pytorchjobs.yaml"
+SCHEMAS = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
 
 
-def validate_builtin(obj: dict[str, Any]) -> None:
-    """Raise kubernetes_validate.ValidationError if ``obj`` violates the official schema."""
-    kubernetes_validate.validate(obj, C.KUBERNETES_VERSION, strict=True)
+def _schema_file(name: str) -> Any:
+    return json.loads(SCHEMAS.joinpath(name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def _definitions(version: str) -> referencing.Resource:
+    return referencing.Resource.from_contents(_schema_file(f"v{version}.0-local-strict/_definitions.json"))
+
+
+@functools.cache
+def _validator(version: str, kind: str, api_version: str) -> jsonschema.Draft202012Validator:
+    """The strict validator kubernetes_validate.validate() builds, built once per (minor, kind): that
+    function re-reads the multi-MB definitions on every call, too slow for a 7-minor matrix."""
+    if not SCHEMAS.joinpath(f"v{version}.0-local-strict").is_dir():
+        raise AssertionError(f"the pinned kubernetes-validate has no schemas for Kubernetes {version}")
+    # rbac.authorization.k8s.io/v1 -> rbac-v1, as kubernetes_validate names its files
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    schema = _schema_file(f"v{version}.0-local-strict/{kind.lower()}-{api}.json")
+    registry = referencing.Registry().with_resources([("", referencing.Resource.from_contents(schema))])
+    registry = _definitions(version) @ registry
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def validate_builtin(obj: dict[str, Any], version: str = C.KUBERNETES_VERSION) -> None:
+    """Raise kubernetes_validate.ValidationError if ``obj`` violates the official schema of ``version``
+    (strict: unknown fields are errors)."""
+    try:
+        _validator(version, obj["kind"], obj["apiVersion"]).validate(obj)
+    except jsonschema.ValidationError as err:
+        raise kubernetes_validate.ValidationError(err, version=version) from err
 
 
 def _strict(schema: Any) -> Any:
@@ -56,12 +88,12 @@ def validate_pytorchjob(obj: dict[str, Any]) -> None:
     jsonschema.validate(obj, pytorchjob_schema(), cls=jsonschema.Draft7Validator)
 
 
-def validate_any(obj: dict[str, Any]) -> None:
-    """Validate a rendered object with the schema matching its kind."""
+def validate_any(obj: dict[str, Any], version: str = C.KUBERNETES_VERSION) -> None:
+    """Validate a rendered object with the schema matching its kind (built-ins: of Kubernetes ``version``)."""
     if obj["kind"] == "PyTorchJob":
         validate_pytorchjob(obj)
     else:
-        validate_builtin(obj)
+        validate_builtin(obj, version)
 
 
 def pod_templates(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:

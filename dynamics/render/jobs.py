@@ -23,7 +23,8 @@ def stage_command(stage: Stage) -> list[str]:
 def _pod_failure_policy(container_name: str, indexed: bool) -> Obj:
     rules: list[Obj] = [
         # Node drains and preemptions are not the stage's fault: don't count them as failures.
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        # `status` is required by the schemas of Kubernetes 1.29-1.34 (kubernetes/kubernetes#131512).
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         {"action": "FailIndex" if indexed else "FailJob",
          "onExitCodes": {"containerName": container_name, "operator": "In",
                          "values": [USER_ERROR_EXIT_CODE]}},

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from k8s import assert_restricted, pod_templates, validate_any
@@ -150,6 +151,29 @@ def test_run_release_objects(example: Path, tmp_path: Path) -> None:
     # A run release uses the namespace install's ServiceAccount and RBAC: no conflicting copies.
     assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Job", "Pod"]
     check_objects(objs)
+
+
+@pytest.fixture(scope="module")
+def chart_objects(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, dict]]:
+    """The chart with default values and with each example's run values, rendered once."""
+    tmp = tmp_path_factory.mktemp("chart-minors")
+    out = [(f"defaults:{o['kind']}/{o['metadata']['name']}", o) for o in template(tmp)]
+    for example in EXAMPLES:
+        spec = example_spec(example)
+        objs = template(tmp, run_values(spec), namespace=spec.namespace, api_versions=apis_for(spec))
+        out += [(f"{example.stem}:{o['kind']}/{o['metadata']['name']}", o) for o in objs]
+    return out
+
+
+@pytest.mark.parametrize("minor", C.SUPPORTED_KUBERNETES)
+def test_chart_objects_validate_on_each_minor(minor: str, chart_objects: list[tuple[str, dict]]) -> None:
+    """Helm validates against the cluster's OpenAPI: every chart object must pass on every supported minor."""
+    assert {o["kind"] for _, o in chart_objects} >= {"Job", "ConfigMap", "Role", "ServiceAccount"}
+    for ref, obj in chart_objects:
+        try:
+            validate_any(obj, minor)
+        except kubernetes_validate.ValidationError as err:
+            raise AssertionError(f"{ref} is invalid on Kubernetes {minor}: {err}") from err
 
 
 # --- a run release is what dynamics-submit creates ----------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -53,24 +56,46 @@ def _variants() -> list[dict]:
     return [indexed, extras, single]
 
 
-@pytest.mark.parametrize("variant", _variants(), ids=["indexed-job", "extras", "single-node"])
-def test_variants_validate(variant: dict) -> None:
-    for obj in render(validate(variant)):
-        validate_any(obj)
+@functools.cache
+def _all_objects() -> tuple[tuple[str, dict], ...]:
+    """Every object of every example and variant, rendered once for the whole minor matrix."""
+    specs = [(p.stem, load_spec(p)) for p in EXAMPLES]
+    variants = zip(("indexed-job", "extras", "single-node"), _variants(), strict=True)
+    specs += [(name, validate(v)) for name, v in variants]
+    return tuple((f"{name}:{o['kind']}/{o['metadata']['name']}", o) for name, spec in specs for o in render(spec))
+
+
+@pytest.mark.parametrize("minor", C.SUPPORTED_KUBERNETES)
+def test_every_object_validates_on_each_minor(minor: str) -> None:
+    """Every object of every stage, both launchers, validates strict on each supported minor."""
+    objs = _all_objects()
+    kinds = {(o["kind"], o["metadata"]["labels"][C.LABEL_STAGE]) for _, o in objs}
+    assert {("PyTorchJob", "train"), ("Job", "train"), ("Service", "train")} <= kinds, "both launchers covered"
+    for ref, obj in objs:
+        try:
+            validate_any(obj, minor)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as err:
+            raise AssertionError(f"{ref} is invalid on Kubernetes {minor}: {err}") from err
+
+
+@pytest.mark.parametrize("minor", ["1.29", "1.34"])
+def test_pod_failure_policy_without_status_is_rejected_before_1_35(minor: str) -> None:
+    """The matrix is not vacuous for issue 12 item 1: a rule without ``status`` fails before 1.35."""
+    job = json.loads(json.dumps(next(o for _, o in _all_objects() if o["kind"] == "Job")))
+    del job["spec"]["podFailurePolicy"]["rules"][0]["onPodConditions"][0]["status"]
+    with pytest.raises(kubernetes_validate.ValidationError, match="status"):
+        validate_any(job, minor)
+    validate_any(job, "1.35")  # only 1.35 relaxes it
+
+
+def test_variants_restricted() -> None:
+    for _, obj in _all_objects():
         for template in pod_templates(obj):
             assert_restricted(template)
 
 
-def test_every_object_validates(example_objects: list[dict]) -> None:
-    for obj in example_objects:
-        validate_any(obj)
-
-
 def test_schema_validation_catches_mistakes(example_objects: list[dict]) -> None:
     """The validators are not vacuous: a misspelled field in a Job or a PyTorchJob is rejected."""
-    import jsonschema
-    import kubernetes_validate
-
     job = json.loads(json.dumps(next(o for o in example_objects if o["kind"] == "Job")))
     job["spec"]["template"]["spec"]["containers"][0]["comand"] = ["x"]
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -138,7 +163,8 @@ def test_recipe_shape() -> None:
     assert embed["spec"]["completionMode"] == "Indexed"
     assert embed["spec"]["backoffLimitPerIndex"] >= 1
     rules = embed["spec"]["podFailurePolicy"]["rules"]
-    assert {"type": "DisruptionTarget"} in rules[0]["onPodConditions"] and rules[0]["action"] == "Ignore"
+    assert rules[0]["action"] == "Ignore"
+    assert {"type": "DisruptionTarget", "status": "True"} in rules[0]["onPodConditions"]
 
 
 def test_stage_commands_read_spec_and_index() -> None:
