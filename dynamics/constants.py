@@ -20,6 +20,9 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_RUN = f"{API_GROUP}/run"
 LABEL_STAGE = f"{API_GROUP}/stage"
 LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+# Stage objects written by `--output-dir --with-stages`: suspended, for review only.
+LABEL_REVIEW = f"{API_GROUP}/review"
+REVIEW_SUSPENDED = "suspended"
 MANAGED_BY = "dynamics"
 
 # --- annotations ---
@@ -86,7 +89,11 @@ DIR_CHECKPOINTS = "train/checkpoints"
 DIR_TENSORBOARD = "train/tensorboard"
 DIR_EVAL = "eval"
 RESOLVED_SPEC = "spec.yaml"
+# Fingerprint-addressed embed/cluster artifacts shared by runs; '_' keeps it apart from any run name.
+DIR_SHARED = "_shared"
 MARKER_SUFFIX = ".done"
+OPEN_CLIP_CONFIG = "open_clip_config.json"  # open_clip's name: `local-dir:` loading reads it
+MARKER_FINGERPRINT = "fingerprint"  # marker payload key: the stage fingerprint of the spec it was made for
 STAGE_MARKER = "_SUCCESS"
 
 # --- defaults ---

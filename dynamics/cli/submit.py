@@ -8,16 +8,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynamics import constants as C
-from dynamics.render import render
+from dynamics.render import render_stage, render_submission, stages_of
+from dynamics.render.pod import Obj
+from dynamics.render.review import for_review
 from dynamics.render.yamlio import dump_all, write_dir
-from dynamics.spec.loader import load_spec, merge_defaults, read_spec_data, validate
+from dynamics.spec.loader import merge_defaults, read_spec_data, validate
+from dynamics.spec.model import RunSpec
+from dynamics.spec.overrides import apply_sets
+from dynamics.stages.preflight import check_inputs
 
 EPILOG = """\
 examples:
   dynamics-submit spec.yaml --dry-run            print every object of the run as YAML
-  dynamics-submit spec.yaml --output-dir out/    write one file per object (GitOps)
+  dynamics-submit spec.yaml --output-dir out/    write what submit creates: ConfigMap + controller Job (GitOps)
+  dynamics-submit spec.yaml --output-dir out/ --with-stages
+                                                 also every stage's objects, suspended, for review
   dynamics-submit spec.yaml                      create the run in the current kubectl context
   dynamics-submit spec.yaml --local              run every stage here, as local processes (CPU)
+  dynamics-submit spec.yaml --local --set sample.alpha=0.5 --set name=a05
+                                                 a sweep point: reuses the first run's embeddings/clusters
   dynamics-submit spec.yaml --helm-values > run.yaml && helm install NAME charts/dynamics -f run.yaml
 """
 
@@ -33,15 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="run spec YAML (see examples/ and `dynamics schema`)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the rendered objects, submit nothing")
-    mode.add_argument("--output-dir", type=Path, metavar="DIR", help="write one YAML file per object")
+    mode.add_argument("--output-dir", type=Path, metavar="DIR",
+                      help="write what submit creates (run ConfigMap + controller Job), one YAML file each")
     mode.add_argument("--helm-values", action="store_true",
                       help="print the resolved spec as Helm values (`helm install NAME charts/dynamics -f -`)")
     mode.add_argument("--local", action="store_true",
                       help="run the stages as local processes (CPU; local work dir or any S3 endpoint)")
     p.add_argument("-n", "--namespace", help="namespace (default: the spec's)")
-    p.add_argument("--replace", action="store_true", help="delete an existing run of the same name first")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a spec field, e.g. --set sample.alpha=0.5 --set name=a05 (repeatable)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace an existing run of the same name; --local: redo exactly the stages whose "
+                   "inputs changed (a changed spec is refused without it)")
     p.add_argument("--wait", action="store_true", help="block until the run ends; non-zero exit on failure")
     p.add_argument("--context", help="kubeconfig context (default: current context, or in-cluster)")
+    p.add_argument("--offline", action="store_true",
+                   help="skip checking that the shards and eval files exist (e.g. only the cluster reaches them)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--with-stages", action="store_true",
+                   help="--output-dir: also write every stage's objects, suspended and labelled "
+                   f"{C.LABEL_REVIEW}={C.REVIEW_SUSPENDED} (for review; applying them starts nothing)")
     p.add_argument("--workdir", help="--local: override storage.workdir (e.g. ./runs)")
     p.add_argument("--max-parallel", type=int, default=2, help="--local: indexed-job processes at once")
     return p
@@ -53,11 +73,9 @@ def run_submit(argv: Sequence[str]) -> int:
     local_only = args.dry_run or args.output_dir or args.helm_values or args.local
     if not local_only:
         return _submit_to_cluster(args)
-    spec = load_spec(args.spec)
-    if args.namespace:
-        spec = spec.model_copy(update={"namespace": args.namespace})
+    spec = validate(_spec_data(args), _source(args))
     if args.dry_run:
-        sys.stdout.write(dump_all(render(spec)))
+        sys.stdout.write(dump_all(render_submission(spec) + _stage_objects(spec, review=False)))
         return 0
     if args.helm_values:
         from dynamics.spec.schema import helm_values_yaml
@@ -65,12 +83,33 @@ def run_submit(argv: Sequence[str]) -> int:
         sys.stdout.write(helm_values_yaml(spec))
         return 0
     if args.output_dir:
-        written = write_dir(render(spec), args.output_dir)
-        print(f"wrote {len(written)} objects to {args.output_dir}/")
+        stages = _stage_objects(spec, review=True) if args.with_stages else []
+        written = write_dir(render_submission(spec) + stages, args.output_dir)
+        print(f"wrote {len(written)} objects to {args.output_dir}/"
+              + (f" ({len(stages)} stage objects suspended for review)" if stages else ""))
         return 0
     from dynamics.local.runner import run_local
 
-    return run_local(spec, workdir=args.workdir, max_parallel=args.max_parallel)
+    if not args.offline:
+        check_inputs(spec)
+    return run_local(spec, workdir=args.workdir, max_parallel=args.max_parallel, replace=args.replace)
+
+
+def _stage_objects(spec: RunSpec, review: bool) -> list[Obj]:
+    objs = [obj for stage in stages_of(spec) for obj in render_stage(spec, stage)]
+    return [for_review(o) for o in objs] if review else objs
+
+
+def _source(args: argparse.Namespace) -> str:
+    return f"{args.spec} (with --set)" if args.sets else str(args.spec)
+
+
+def _spec_data(args: argparse.Namespace) -> dict:
+    """The spec file parsed, with ``-n`` and every ``--set`` applied (validated by the caller)."""
+    data = apply_sets(read_spec_data(args.spec), args.sets)
+    if args.namespace:
+        data["namespace"] = args.namespace
+    return data
 
 
 def _submit_to_cluster(args: argparse.Namespace) -> int:
@@ -79,14 +118,14 @@ def _submit_to_cluster(args: argparse.Namespace) -> int:
     from dynamics.controller.kube import connect
     from dynamics.controller.submit import submit
 
-    data = read_spec_data(args.spec)
-    if args.namespace:
-        data["namespace"] = args.namespace
+    data = _spec_data(args)
     # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields.
-    own = validate(data, args.spec)
-    kube = connect(context=args.context, namespace=own.namespace)
+    own = validate(data, _source(args))
+    kube = connect(context=args.context, namespace=own.namespace, kubeconfig=args.kubeconfig)
     data, taken = merge_defaults(namespace_defaults(kube), data)
-    spec = validate(data, args.spec)
+    spec = validate(data, _source(args))
+    if not args.offline:
+        check_inputs(spec)
     if taken:
         print(f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to: {', '.join(sorted(taken))}")
     return submit(spec, replace=args.replace, wait=args.wait, context=args.context, kube=kube)

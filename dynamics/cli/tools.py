@@ -1,4 +1,4 @@
-"""``dynamics demo-data`` and ``dynamics export-probabilities``."""
+"""``dynamics demo-data``, ``dynamics export-probabilities`` and ``dynamics export-model``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynamics.errors import DynamicsError
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import load_spec, load_spec_text
 from dynamics.spec.model import RunSpec
 from dynamics.storage.layout import RunPaths
@@ -20,29 +21,44 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_spec(run: str, workdir: str | None) -> RunSpec:
-    """A spec file, or the resolved spec a run left in its work directory."""
-    if run.endswith((".yaml", ".yml")) or Path(run).is_file():
-        return load_spec(run)
-    if not workdir:
-        raise DynamicsError(f"'{run}' is not a spec file; to name a run, also give its --workdir",
-                            hint=f"dynamics export-probabilities {run} --workdir s3://bucket/prefix -o probs.json",
-                            exit_code=2)
+def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
+    """A spec file, or the resolved spec a run left in its work directory (``workdir`` overrides the spec's)."""
     from dynamics.storage import objects as storage
 
-    text = storage.read_bytes(RunPaths.for_run(workdir, run).spec).decode("utf-8")
-    return load_spec_text(text, RunPaths.for_run(workdir, run).spec)
+    if run.endswith((".yaml", ".yml")) or Path(run).is_file():
+        spec = load_spec(run)
+    elif not workdir:
+        raise DynamicsError(f"'{run}' is not a spec file; to name a run, also give its --workdir",
+                            hint=f"dynamics {command} {run} --workdir s3://bucket/prefix ...", exit_code=2)
+    else:
+        uri = RunPaths.for_run(workdir, run).spec
+        if not storage.exists(uri):
+            raise DynamicsError(f"no run '{run}' under {workdir} ({uri} does not exist)",
+                                hint="check the run name (`dynamics list`) and --workdir", exit_code=2)
+        spec = load_spec_text(storage.read_bytes(uri).decode("utf-8"), uri)
+    if workdir and workdir != spec.storage.workdir:
+        spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
+    return spec
 
 
 def _export(args: argparse.Namespace) -> int:
-    from dynamics.stages.common import StageContext, setup_logging
+    from dynamics.stages.common import storage_config
     from dynamics.stages.scale.export import export_ref_json
 
-    setup_logging()
-    spec = _run_spec(args.run, args.workdir)
-    ctx = StageContext(spec, RunPaths.for_run(args.workdir or spec.storage.workdir, spec.name), None)
-    n = export_ref_json(spec, ctx.paths, args.output, ctx.storage)
+    spec = _run_spec(args.run, args.workdir, "export-probabilities")
+    n = export_ref_json(spec, run_paths(spec), args.output, storage_config(spec))
     print(f"wrote {n} keys to {args.output}")
+    return 0
+
+
+def _export_model(args: argparse.Namespace) -> int:
+    from dynamics.stages.common import storage_config
+    from dynamics.stages.train.export import export_model
+
+    spec = _run_spec(args.run, args.workdir, "export-model")
+    out = export_model(spec, run_paths(spec), Path(args.dir), storage_config(spec))
+    print(f"wrote the final model of run '{spec.name}' to {out}/; load it with "
+          f"open_clip.create_model_and_transforms('local-dir:{out}')")
     return 0
 
 
@@ -64,3 +80,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output file or s3:// URI")
     p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export)
+    p = sub.add_parser("export-model", help="write a run's final model as a folder open_clip loads (local-dir:)",
+                       description="Write the final checkpoint's weights (safetensors) and its open_clip config "
+                       "(final image size, context length) to a new folder.")
+    p.add_argument("run", help="the run's spec YAML, or the run's name together with --workdir")
+    p.add_argument("dir", help="new local output folder")
+    p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
+    p.set_defaults(func=_export_model)

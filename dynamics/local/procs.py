@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections import deque
@@ -11,6 +12,20 @@ from pathlib import Path
 from dynamics.constants import Stage
 
 TAIL_LINES = 25
+# The line that says what went wrong: our own "error: ..." message, or a Python exception line, possibly
+# prefixed by torchrun's "[rank0]:". torchrun's own ChildFailedError report only says that a child failed.
+_CAUSE = re.compile(r"^(?:\[(?:rank|default)\d+\]:\s*)?"
+                    r"(error: .+|(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception)(?::.*)?)$")
+_NOT_A_CAUSE = ("ChildFailedError", "torch.distributed.elastic")
+
+
+def first_exception(lines: list[str]) -> str | None:
+    """The first line of ``lines`` naming the real error (not torchrun's boilerplate about it)."""
+    for line in lines:
+        match = _CAUSE.match(line.strip())
+        if match and not any(s in line for s in _NOT_A_CAUSE):
+            return match.group(1)
+    return None
 
 
 @dataclass
@@ -44,6 +59,14 @@ class Proc:
                 self.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.popen.kill()
+
+    def cause(self) -> str | None:
+        """The first exception line of this process's log (None when there is none)."""
+        try:
+            with self.log_path.open("r", encoding="utf-8", errors="replace") as fh:
+                return first_exception([line.rstrip("\n") for line in fh])
+        except FileNotFoundError:
+            return None
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
         try:

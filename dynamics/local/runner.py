@@ -3,9 +3,10 @@
 Each stage's objects come from the same :func:`dynamics.render.render_stage` the controller uses;
 we run their containers' commands with their environment: an Indexed Job becomes one process per
 index (``JOB_COMPLETION_INDEX`` set, a few at a time), the trainer is ``torchrun`` with the
-variables the training operator would inject. Finished stages (all markers present) are skipped,
-so re-running after an interruption continues where it stopped; the trainer resumes from its
-latest checkpoint by itself.
+variables the training operator would inject. Finished stages (all markers present, made for this
+spec: their fingerprints match) are skipped, so re-running after an interruption continues where it
+stopped; the trainer resumes from its latest checkpoint by itself. Rerunning a name with an edited
+spec is refused, or with ``--replace`` redoes exactly the stale stages (:mod:`dynamics.stages.rerun`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
 from dynamics.render import render_stage, stages_of
 from dynamics.render.pod import Obj
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
-from dynamics.stages.progress import stage_progress
+from dynamics.stages.progress import stage_complete
+from dynamics.stages.rerun import check_rerun
 from dynamics.storage import objects as storage
-from dynamics.storage.layout import RunPaths
 
 POLL_SECONDS = 0.2
 
@@ -146,31 +148,44 @@ def _install_signal_handlers(current: list[StageRun]) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _prepare(spec: RunSpec, workdir: str | None) -> tuple[RunSpec, Path]:
-    if workdir:
-        spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
-    state = Path(".dynamics") / spec.name
+def _with_workdir(spec: RunSpec, workdir: str | None) -> RunSpec:
+    if not workdir:
+        return spec
+    return spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
+
+
+def _state_dir(spec: RunSpec, root: str) -> Path:
+    """Where the processes' spec copy and logs go: the run's directory when the work dir is local (so
+    another work dir never writes into the current directory), ``.dynamics/<run>`` for S3."""
+    return (Path(root) if not storage.is_s3(root) else Path(".dynamics") / spec.name).resolve()
+
+
+def _write_spec(spec: RunSpec, root: str) -> Path:
+    state = _state_dir(spec, root)
     state.mkdir(parents=True, exist_ok=True)
-    spec_path = state / C.CONFIG_SPEC_KEY
-    text = dump_spec(spec)
-    spec_path.write_text(text, encoding="utf-8")
-    return spec, spec_path.resolve()
+    spec_path = state / C.RESOLVED_SPEC
+    spec_path.write_text(dump_spec(spec), encoding="utf-8")
+    return spec_path
 
 
-def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) -> int:
+def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2, replace: bool = False) -> int:
     """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed."""
-    spec, spec_path = _prepare(spec, workdir)
-    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    spec = _with_workdir(spec, workdir)
+    paths = run_paths(spec)
     cfg = storage_config(spec)
-    storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
     reporter = make_reporter()
+    # Before anything is written: an edited spec must not overwrite the record of what the artifacts are.
+    check_rerun(spec, paths, cfg, stages_of(spec), replace, reporter.say)
+    spec_path = _write_spec(spec, paths.root)
+    if storage.is_s3(paths.root):
+        storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
     log_dir = spec_path.parent / "logs"
     reporter.say(f"run '{spec.name}': work dir {paths.root}, logs in {log_dir}/")
     current: list[StageRun] = []
     _install_signal_handlers(current)
     timings: dict[Stage, float | None] = {}
     for stage in stages_of(spec):
-        if stage_progress(spec, paths, stage, cfg).complete:
+        if stage_complete(spec, paths, stage, cfg):
             reporter.say(f"- {stage.value}: already complete, skipped")
             timings[stage] = None
             continue
@@ -184,8 +199,11 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
         if not ok:
             proc = run.failed
             assert proc is not None
-            reporter.say(f"\nstage '{stage.value}' failed: {proc.label} exited with code {proc.poll()}. "
-                         f"Last log lines ({proc.log_path}):")
+            reporter.say(f"\nstage '{stage.value}' failed: {proc.label} exited with code {proc.poll()}.")
+            cause = proc.cause()
+            if cause:
+                reporter.say(f"cause: {cause}")
+            reporter.say(f"Last log lines ({proc.log_path}):")
             for line in proc.tail():
                 reporter.say(f"    {line}")
             reporter.close()

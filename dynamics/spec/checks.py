@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from dynamics.spec import names
+from dynamics.spec import names, registry
 from dynamics.spec.types import MAX_NAME, EmbedBackend, Launcher
 from dynamics.storage import layout
 
@@ -63,6 +65,16 @@ def _resolution(spec: RunSpec) -> list[Problem]:
     return out
 
 
+def _model(spec: RunSpec) -> list[Problem]:
+    if spec.train.model_config_ is not None:
+        return []
+    problem = registry.unknown_model(spec.train.model)
+    if problem is None:
+        return []
+    return [Problem("train.model", problem, "use a name from `python -c 'import open_clip; "
+                    "print(open_clip.list_models())'`, or give train.modelConfig")]
+
+
 def _shards_vs_readers(spec: RunSpec) -> list[Problem]:
     t = spec.train
     readers = t.nodes * t.procs * max(t.workers, 1)
@@ -89,6 +101,11 @@ def _embed(spec: RunSpec) -> list[Problem]:
     e = spec.embed
     if e.backend is EmbedBackend.PIXELS and e.gpus_per_pod:
         return [Problem("embed.gpusPerPod", "the pixels backend runs on CPU", "set embed.gpusPerPod: 0")]
+    # open_clip embed models are 'name' or 'name:pretrained' (a tag or a checkpoint path).
+    name = e.model if e.model.startswith(registry.SCHEMES) else e.model.partition(":")[0]
+    problem = registry.unknown_model(name) if e.backend is EmbedBackend.OPEN_CLIP else None
+    if problem:
+        return [Problem("embed.model", problem, "use an open_clip model name")]
     return []
 
 
@@ -115,11 +132,44 @@ def _phases(spec: RunSpec) -> list[Problem]:
     return out
 
 
+# Environment variable names that hold credentials, and credentials recognisable inside any string.
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|PRIVATE_KEY|API_KEY|CREDENTIAL", re.I)
+_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@", re.I)
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+_USE_A_SECRET = ("remove it and keep credentials in a Secret: `kubectl create secret generic s3-creds "
+                 "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...`, then set "
+                 "storage.credentialsSecret: s3-creds")
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, sub in value.items():
+            yield from _strings(sub, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for i, sub in enumerate(value):
+            yield from _strings(sub, f"{path}[{i}]")
+
+
+def _credentials(spec: RunSpec) -> list[Problem]:
+    """Literal credentials would be rendered in plain text into the run ConfigMap and every pod."""
+    out = [Problem(f"kubernetes.env[{i}]", f"{e.name} looks like a credential given as a literal value "
+                   "(it would be readable in the run's ConfigMap and every pod)", _USE_A_SECRET)
+           for i, e in enumerate(spec.kubernetes.env) if _SECRET_NAME.search(e.name)]
+    for path, text in _strings(spec.model_dump(mode="json", by_alias=True), ""):
+        if _URL_USERINFO.search(text):
+            out.append(Problem(path, "contains a user name and password in a URL", _USE_A_SECRET))
+        elif _AWS_KEY_ID.search(text):
+            out.append(Problem(path, "contains an AWS access key id", _USE_A_SECRET))
+    return out
+
+
 def cross_check(spec: RunSpec) -> None:
     """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
     problems = [
-        *_name_length(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
-        *_embed(spec), *_cluster(spec), *_phases(spec),
+        *_name_length(spec), *_model(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
+        *_embed(spec), *_cluster(spec), *_phases(spec), *_credentials(spec),
     ]
     if problems:
         raise CrossFieldErrors(problems)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from dynamics import constants as C
+from dynamics.spec import registry
 from dynamics.spec.checks import cross_check
 from dynamics.spec.types import (
     DNS_LABEL,
@@ -132,7 +133,7 @@ class Cluster(Model):
 
 
 class Sample(Model):
-    """Per-cluster sampling probabilities (DESIGN.md §2)."""
+    """Per-cluster sampling probabilities: p_c = T_c / n_c, flattening large clusters (alpha < 1)."""
 
     alpha: float = Field(0.2, ge=0, le=1, description="1 = uniform random sampling, 0 = flat balancing.")
     budget: float = Field(0.5, gt=0, le=1, description="Fraction of the data used per epoch (T = budget * N).")
@@ -184,7 +185,7 @@ class Augmentation(Model):
 class Train(Model):
     """OpenCLIP DDP training with per-epoch DynamiCS sampling."""
 
-    model: str = Field("ViT-B-16", description="open_clip model name.")
+    model: str = Field("ViT-B-16", description="open_clip model name (`ViT-L/14` is read as `ViT-L-14`).")
     model_config_: dict[str, Any] | None = Field(
         None, alias="modelConfig", description="Inline open_clip model config (overrides model)."
     )
@@ -212,6 +213,11 @@ class Train(Model):
     extra_resources: dict[str, int] = Field(
         default_factory=dict, description="Extra per-pod resources, e.g. {'rdma/ib': 1}."
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        return registry.normalise(v)
 
     @field_validator("model_config_")
     @classmethod
@@ -244,6 +250,12 @@ class Train(Model):
             vision = self.model_config_.get("vision_cfg", {})
             size = vision.get("patch_size")
             return int(size) if isinstance(size, int) else None
+        known = registry.model_config(self.model)
+        if known is not None:  # the real config: names do not always spell the patch size
+            size = known.get("vision_cfg", {}).get("patch_size")
+            return int(size) if isinstance(size, int) else None
+        if registry.model_names() is not None:
+            return None  # an unknown model is reported by the cross checks, not as a patch-size problem
         match = re.match(r"^ViT-[A-Za-z]+-(\d+)", self.model)
         return int(match.group(1)) if match else None
 

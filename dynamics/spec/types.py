@@ -48,7 +48,7 @@ class EmbedBackend(StrEnum):
 
 
 class SampleMode(StrEnum):
-    """What a probability p >= 1 means (DESIGN.md §2)."""
+    """What a probability p >= 1 means: used once (cap) or repeated (repeat)."""
 
     CAP = "cap"
     REPEAT = "repeat"

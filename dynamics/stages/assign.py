@@ -10,11 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dynamics.constants import Stage
 from dynamics.core.kmeans import assign_nearest, gpu_available
 from dynamics.core.scaling import counts_from_labels
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import read_vectors, require
+from dynamics.stages.inputs import already_done, marker, read_vectors, require
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -23,7 +24,7 @@ log = logging.getLogger("dynamics.cluster")
 
 def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageConfig) -> bool:
     """Write labels and per-cluster counts of ``part``; False when already complete."""
-    if storage.exists(paths.assign_marker(part), cfg):
+    if already_done(paths.assign_marker(part), spec, Stage.ASSIGN, cfg):
         log.info("assign part %d already complete; nothing to do", part)
         return False
     require([paths.cluster_marker], "cluster-fit", cfg)
@@ -37,7 +38,8 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
     counts = counts_from_labels(labels, kept.shape[0])
     storage.write_npy(paths.assign_labels(part), labels.astype(np.int32), cfg)
     storage.write_npy(paths.assign_counts(part), counts, cfg)
-    storage.write_marker(paths.assign_marker(part), {"rows": int(labels.size), "clusters": int(kept.shape[0])}, cfg)
+    storage.write_marker(paths.assign_marker(part), marker(spec, Stage.ASSIGN, rows=int(labels.size),
+                                                          clusters=int(kept.shape[0])), cfg)
     log.info("assign part %d: %d rows into %d clusters (%d non-empty)", part, labels.size, kept.shape[0],
              int(np.count_nonzero(counts)))
     return True

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dynamics.constants import Stage
 from dynamics.core.kmeans import fit_spherical_kmeans, gpu_available, sample_training_subset
 from dynamics.core.refine import refine_centroids
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import embed_part_rows, read_vectors
+from dynamics.stages.inputs import already_done, embed_part_rows, marker, read_vectors
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -42,7 +43,7 @@ def gather_training_set(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConf
 
 def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool:
     """Fit, refine and commit the centroids; False when already complete."""
-    if storage.exists(paths.cluster_marker, cfg):
+    if already_done(paths.cluster_marker, spec, Stage.CLUSTER_FIT, cfg):
         log.info("cluster-fit already complete (%s exists); nothing to do", paths.cluster_marker)
         return False
     c = spec.cluster
@@ -68,7 +69,7 @@ def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
         "gpu": fit.gpu,
         "timings": {"load_s": round(t1 - t0, 3), "kmeans_s": round(t2 - t1, 3), "refine_s": round(t3 - t2, 3)},
     }, cfg)
-    storage.write_marker(paths.cluster_marker, {"k": c.k, "kept": int(kept_index.size)}, cfg)
+    storage.write_marker(paths.cluster_marker, marker(spec, Stage.CLUSTER_FIT, k=c.k, kept=int(kept_index.size)), cfg)
     return True
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.errors import DynamicsError
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import load_spec
 from dynamics.spec.model import RunSpec
 from dynamics.storage.layout import RunPaths
@@ -67,7 +68,7 @@ def context_from_args(args: argparse.Namespace) -> StageContext:
             index = int(raw)
         except ValueError as exc:
             raise DynamicsError(f"{C.ENV_JOB_INDEX}={raw!r} is not an integer") from exc
-    return StageContext(spec=spec, paths=RunPaths.for_run(spec.storage.workdir, spec.name), index=index)
+    return StageContext(spec=spec, paths=run_paths(spec), index=index)
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import EvalDataset, RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import require
+from dynamics.stages.inputs import already_done, marker, require
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
-from dynamics.storage.shards import CorruptImage, SkipStats, decode_image, iter_samples, resolve_shards
+from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats, decode_image, iter_samples, resolve_shards
 
 log = logging.getLogger("dynamics.eval")
 
@@ -134,7 +135,8 @@ def evaluate_dataset(model: Any, tokenizer: Any, preprocess: Any, ds: EvalDatase
         np.add.at(top1, labels.numpy(), hit1)
         np.add.at(top5, labels.numpy(), hit5)
     result = score(top1, top5, total, names, class_counts(ds, len(names), cfg))
-    result["skipped"] = stats.to_dict()
+    # Eval sets are image + class: no captions is their format, not a problem worth reporting.
+    result["skipped"] = {r: n for r, n in stats.to_dict().items() if r != SkipReason.MISSING_CAPTION.value}
     log.info("%s: top-1 %.3f, top-5 %.3f on %d images", ds.name, result["top1"] or 0, result["top5"] or 0,
              result["n"])
     return result
@@ -144,7 +146,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
     """Evaluate the final checkpoint on every eval set; False when already complete."""
     if spec.eval is None:
         raise DynamicsError("the spec has no eval section", hint="add eval.datasets", exit_code=2)
-    if storage.exists(paths.eval_marker, cfg):
+    if already_done(paths.eval_marker, spec, Stage.EVAL, cfg):
         log.info("eval already complete (%s exists); nothing to do", paths.eval_marker)
         return False
     require([paths.train_marker], "train", cfg)
@@ -167,7 +169,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
         ds.name: evaluate_dataset(model, tok, preprocess, ds, spec.eval.batch_size, device, cfg)
         for ds in spec.eval.datasets}}
     storage.write_json(paths.eval_results, results, cfg)
-    storage.write_marker(paths.eval_marker, {"checkpoint": ref.uri}, cfg)
+    storage.write_marker(paths.eval_marker, marker(spec, Stage.EVAL, checkpoint=ref.uri), cfg)
     return True
 
 

@@ -7,11 +7,32 @@ import io
 import numpy as np
 import pyarrow.parquet as pq
 
+from dynamics import constants as C
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.checks import embed_parts
+from dynamics.spec.fingerprint import stage_fingerprint
 from dynamics.spec.model import RunSpec
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
+
+
+def already_done(uri: str, spec: RunSpec, stage: Stage, cfg: storage.StorageConfig) -> bool:
+    """Whether ``stage``'s marker ``uri`` exists for this very spec; a marker made for another spec is an error
+    (its outputs must not be mixed with new ones, nor silently reused)."""
+    payload = storage.read_marker(uri, cfg)
+    if payload is None:
+        return False
+    if payload.get(C.MARKER_FINGERPRINT) != stage_fingerprint(spec, stage):
+        raise DynamicsError(f"{uri} was written for a different spec than this run's (stage {stage.value})",
+                            hint="rerun with `dynamics-submit SPEC --replace` to redo the stale stages, "
+                            "or give the run a new name", exit_code=2)
+    return True
+
+
+def marker(spec: RunSpec, stage: Stage, **payload: object) -> dict[str, object]:
+    """A completion marker's payload: ``payload`` plus the fingerprint of the spec it was made for."""
+    return {C.MARKER_FINGERPRINT: stage_fingerprint(spec, stage), **payload}
 
 
 def require(markers: list[str], stage: str, cfg: storage.StorageConfig) -> list[dict]:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.spec.checks import embed_parts
+from dynamics.spec.fingerprint import stage_fingerprint
 from dynamics.spec.model import RunSpec
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -59,3 +61,13 @@ def stage_progress(spec: RunSpec, paths: RunPaths, stage: Stage,
     for directory in sorted({_parent(m) for m in markers}):
         present.update(storage.list_uris(directory, cfg))
     return StageProgress(stage, sum(m in present for m in markers), len(markers))
+
+
+def stage_complete(spec: RunSpec, paths: RunPaths, stage: Stage, cfg: storage.StorageConfig | None = None) -> bool:
+    """All of ``stage``'s markers exist and were written for this spec (fingerprints match), so its
+    outputs can be used as they are: verified by fingerprint, never by location alone."""
+    if not stage_progress(spec, paths, stage, cfg).complete:
+        return False
+    want = stage_fingerprint(spec, stage)
+    return all((storage.read_marker(m, cfg) or {}).get(C.MARKER_FINGERPRINT) == want
+               for m in stage_markers(spec, paths, stage))

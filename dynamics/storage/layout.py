@@ -27,9 +27,16 @@ def part_name(index: int) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """All artifact locations of one run, rooted at ``<workdir>/<run>``."""
+    """All artifact locations of one run, rooted at ``<workdir>/<run>``.
+
+    ``embed_root`` and ``cluster_root`` (embed; cluster-fit and assign) default to ``root``; runs built
+    with :func:`dynamics.spec.fingerprint.run_paths` address them by fingerprint under
+    ``<workdir>/_shared/`` so that runs with equal embed/cluster settings share them.
+    """
 
     root: str
+    embed_root: str = ""
+    cluster_root: str = ""
 
     @classmethod
     def for_run(cls, workdir: str, run: str) -> RunPaths:
@@ -39,6 +46,12 @@ class RunPaths:
     def _p(self, *parts: str) -> str:
         return join(self.root, *parts)
 
+    def _e(self, *parts: str) -> str:
+        return join(self.embed_root or self.root, *parts)
+
+    def _c(self, *parts: str) -> str:
+        return join(self.cluster_root or self.root, *parts)
+
     # resolved spec
     @property
     def spec(self) -> str:
@@ -46,54 +59,54 @@ class RunPaths:
 
     # embed stage: one part per Indexed-Job completion index
     def embed_dir(self) -> str:
-        return self._p(C.DIR_EMBED)
+        return self._e(C.DIR_EMBED)
 
     def embed_vectors(self, part: int) -> str:
-        return self._p(C.DIR_EMBED, f"{part_name(part)}.npy")
+        return self._e(C.DIR_EMBED, f"{part_name(part)}.npy")
 
     def embed_keys(self, part: int) -> str:
-        return self._p(C.DIR_EMBED, f"{part_name(part)}.keys.parquet")
+        return self._e(C.DIR_EMBED, f"{part_name(part)}.keys.parquet")
 
     def embed_stats(self, part: int) -> str:
-        return self._p(C.DIR_EMBED, f"{part_name(part)}.stats.json")
+        return self._e(C.DIR_EMBED, f"{part_name(part)}.stats.json")
 
     def embed_marker(self, part: int) -> str:
-        return self._p(C.DIR_EMBED, f"{part_name(part)}{C.MARKER_SUFFIX}")
+        return self._e(C.DIR_EMBED, f"{part_name(part)}{C.MARKER_SUFFIX}")
 
     # cluster-fit
     def cluster_dir(self) -> str:
-        return self._p(C.DIR_CLUSTER)
+        return self._c(C.DIR_CLUSTER)
 
     @property
     def centroids(self) -> str:
-        return self._p(C.DIR_CLUSTER, "centroids.npy")
+        return self._c(C.DIR_CLUSTER, "centroids.npy")
 
     @property
     def kept(self) -> str:
-        return self._p(C.DIR_CLUSTER, "kept.npy")
+        return self._c(C.DIR_CLUSTER, "kept.npy")
 
     @property
     def kept_index(self) -> str:
         """Original centroid ids of the kept centroids (kept.npy row i is centroids.npy row kept_index[i])."""
-        return self._p(C.DIR_CLUSTER, "kept_index.npy")
+        return self._c(C.DIR_CLUSTER, "kept_index.npy")
 
     @property
     def fit_json(self) -> str:
-        return self._p(C.DIR_CLUSTER, "fit.json")
+        return self._c(C.DIR_CLUSTER, "fit.json")
 
     @property
     def cluster_marker(self) -> str:
-        return self._p(C.DIR_CLUSTER, f"fit{C.MARKER_SUFFIX}")
+        return self._c(C.DIR_CLUSTER, f"fit{C.MARKER_SUFFIX}")
 
     # assign: aligned with embed parts
     def assign_labels(self, part: int) -> str:
-        return self._p(C.DIR_ASSIGN, f"{part_name(part)}.npy")
+        return self._c(C.DIR_ASSIGN, f"{part_name(part)}.npy")
 
     def assign_counts(self, part: int) -> str:
-        return self._p(C.DIR_ASSIGN, f"{part_name(part)}.counts.npy")
+        return self._c(C.DIR_ASSIGN, f"{part_name(part)}.counts.npy")
 
     def assign_marker(self, part: int) -> str:
-        return self._p(C.DIR_ASSIGN, f"{part_name(part)}{C.MARKER_SUFFIX}")
+        return self._c(C.DIR_ASSIGN, f"{part_name(part)}{C.MARKER_SUFFIX}")
 
     # scale
     @property
@@ -123,6 +136,11 @@ class RunPaths:
     # train
     def checkpoints_dir(self) -> str:
         return self._p(C.DIR_CHECKPOINTS)
+
+    @property
+    def model_config(self) -> str:
+        """open_clip config of the final model, beside the checkpoints (see ``dynamics export-model``)."""
+        return self._p(C.DIR_CHECKPOINTS, C.OPEN_CLIP_CONFIG)
 
     def tensorboard_dir(self) -> str:
         return self._p(C.DIR_TENSORBOARD)

@@ -142,10 +142,22 @@ def test_dry_run_recipe() -> None:
     assert embed["spec"]["completions"] * 64 >= 20069 > (embed["spec"]["completions"] - 1) * 64
 
 
-def test_output_dir_writes_one_file_per_object(tmp_path: Path) -> None:
+def test_output_dir_writes_what_submit_creates(tmp_path: Path) -> None:
     result = _cli("dynamics-submit", str(RECIPE), "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     files = sorted((tmp_path / "out").glob("*.yaml"))
-    assert len(files) == 7
-    assert [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files][:2] == [
+    assert [yaml.safe_load(f.read_text())["metadata"]["name"] for f in files] == [
         "dfn-vitb16", "dfn-vitb16-controller"]
+
+
+def test_output_dir_with_stages_writes_them_suspended_for_review(tmp_path: Path) -> None:
+    result = _cli("dynamics-submit", str(RECIPE), "--output-dir", str(tmp_path / "out"), "--with-stages")
+    assert result.returncode == 0, result.stderr
+    docs = [yaml.safe_load(f.read_text()) for f in sorted((tmp_path / "out").glob("*.yaml"))]
+    assert len(docs) == 7
+    stages = [d for d in docs if d["metadata"]["name"] not in ("dfn-vitb16", "dfn-vitb16-controller")]
+    assert {d["kind"] for d in stages} == {"Job", "PyTorchJob"} and len(stages) == 5
+    for d in stages:  # `kubectl apply -f out/` must start no stage
+        assert d["metadata"]["labels"]["dynamics.io/review"] == "suspended"
+        suspended = d["spec"]["runPolicy"]["suspend"] if d["kind"] == "PyTorchJob" else d["spec"]["suspend"]
+        assert suspended is True, d["metadata"]["name"]

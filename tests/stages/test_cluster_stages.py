@@ -17,8 +17,8 @@ from specs import make_spec, write_spec
 
 from dynamics.core.sampler import ShardTable
 from dynamics.demo import generate_demo_data
+from dynamics.spec.fingerprint import run_paths
 from dynamics.storage import objects as storage
-from dynamics.storage.layout import RunPaths
 
 DYNAMICS = str(Path(sys.executable).parent / "dynamics")
 STAGES = [("embed", [0, 1]), ("cluster-fit", [None]), ("assign", [0, 1]), ("scale", [None])]
@@ -74,16 +74,17 @@ def test_pipeline_and_kill_rerun_identical(s3_bucket: str, tmp_path: Path) -> No
             proc.wait()
             _run(specs["b"][1], stage, index)
     spec_b = specs["b"][0]
-    paths_b = RunPaths.for_run(spec_b.storage.workdir, spec_b.name)
+    paths_b = run_paths(spec_b)
     storage.delete(paths_b.scale_marker)
     _run(specs["b"][1], "scale", None)
 
-    a = _artifacts(f"{s3_bucket}/a/{spec_b.name}")
-    b = _artifacts(f"{s3_bucket}/b/{spec_b.name}")
+    # Whole work dirs: embed/cluster artifacts live fingerprint-addressed under _shared/.
+    a = _artifacts(f"{s3_bucket}/a")
+    b = _artifacts(f"{s3_bucket}/b")
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
 
-    spec, paths = specs["a"][0], RunPaths.for_run(specs["a"][0].storage.workdir, spec_b.name)
+    spec, paths = specs["a"][0], run_paths(specs["a"][0])
     kept = storage.read_npy(paths.kept)
     sizes = storage.read_npy(paths.sizes)
     probs = storage.read_npy(paths.probs)

@@ -16,6 +16,7 @@ import pytest
 from specs import make_spec, write_spec
 
 from dynamics.demo import write_test_shards
+from dynamics.spec.fingerprint import run_paths
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -41,7 +42,7 @@ def test_embed_covers_every_good_sample_once(s3_bucket: str, tmp_path: Path) -> 
     spec = make_spec(f"{s3_bucket}/runs", expected["pattern"], approx=40,
                      embed={"shardsPerPart": 1, "workers": 2, "batchSize": 3})
     spec_path = write_spec(tmp_path / "spec.yaml", spec)
-    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    paths = run_paths(spec)
     skipped: dict[str, int] = {}
     keys: list[str] = []
     for part in range(4):
@@ -67,7 +68,7 @@ def test_killed_part_reruns_to_identical_outputs(s3_bucket: str, tmp_path: Path)
     common = {"embed": {"shardsPerPart": 6, "workers": 0, "batchSize": 2}}
     a = make_spec(f"{s3_bucket}/a", expected["pattern"], approx=72, **common)
     b = make_spec(f"{s3_bucket}/b", expected["pattern"], approx=72, **common)
-    pa_, pb = RunPaths.for_run(a.storage.workdir, a.name), RunPaths.for_run(b.storage.workdir, b.name)
+    pa_, pb = run_paths(a), run_paths(b)
     assert _embed(write_spec(tmp_path / "a.yaml", a), 0).returncode == 0
 
     env = dict(os.environ, DYNAMICS_PROGRESS_SECONDS="0", DYNAMICS_EMBED_DELAY="0.3")
@@ -94,7 +95,7 @@ def test_rerun_of_complete_part_does_nothing(s3_bucket: str, tmp_path: Path) -> 
     spec = make_spec(f"{s3_bucket}/runs", expected["pattern"], approx=6)
     spec_path = write_spec(tmp_path / "spec.yaml", spec)
     assert _embed(spec_path, 0).returncode == 0
-    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    paths = run_paths(spec)
     before = storage.s3_client().head_object(**dict(zip(("Bucket", "Key"), storage.split_s3(paths.embed_vectors(0)),
                                                         strict=True)))["LastModified"]
     result = _embed(spec_path, 0)

@@ -24,9 +24,11 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dynamics.constants import Stage
 from dynamics.errors import StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
 from dynamics.stages.embed.backends import Backend, load_backend
+from dynamics.stages.inputs import already_done, marker
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, shard_slice
 from dynamics.storage.shards import CorruptImage, SkipStats, decode_image, iter_samples, resolve_shards
@@ -180,7 +182,7 @@ def _draft_size(backend: Backend) -> int | None:
 
 def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageConfig) -> bool:
     """Embed one part; returns False when it was already complete (marker present)."""
-    if storage.exists(paths.embed_marker(part), cfg):
+    if already_done(paths.embed_marker(part), spec, Stage.EMBED, cfg):
         log.info("part %d already complete (%s exists); nothing to do", part, paths.embed_marker(part))
         return False
     all_shards = resolve_shards(spec.data.shards, cfg)
@@ -225,5 +227,6 @@ def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], d
     storage.write_bytes(paths.embed_keys(part), _keys_table(out, urls, order), cfg)
     storage.write_json(paths.embed_stats(part), stats, cfg)
     # The marker goes last: its presence means every file above is complete.
-    storage.write_marker(paths.embed_marker(part), {"rows": int(vectors.shape[0]), "dim": dim}, cfg)
+    storage.write_marker(paths.embed_marker(part), marker(spec, Stage.EMBED, rows=int(vectors.shape[0]), dim=dim),
+                         cfg)
     log.info("part %d committed: %d rows, skipped %s", part, vectors.shape[0], out.stats.to_dict() or "none")

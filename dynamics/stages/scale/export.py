@@ -47,5 +47,5 @@ def export_ref_json(spec: RunSpec, paths: RunPaths, out: str, cfg: storage.Stora
             tmp.write(chunk)
         tmp.flush()
         storage.upload_file(tmp.name, out, cfg)
-    log.info("wrote %d keys to %s", total, out)
+    log.debug("wrote %d keys to %s", total, out)  # the command prints the summary
     return total

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dynamics.constants import Stage
 from dynamics.core.sampler import ShardTable
 from dynamics.core.scaling import cluster_probs, cluster_targets, scale_report
+from dynamics.errors import DynamicsError
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import read_keys, require
+from dynamics.stages.inputs import already_done, marker, read_keys, require
 from dynamics.stages.scale.plot import size_plot_png
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -63,9 +65,21 @@ def _write_shard_tables(spec: RunSpec, paths: RunPaths, probs: np.ndarray, cfg: 
     return spec.n_shards
 
 
+def refuse_empty_epoch(report: dict, decimals: int) -> None:
+    """An epoch expected to hold no sample would only fail later, in the trainer: refuse it now."""
+    expected = float(report["expected_per_epoch"])
+    if expected >= 1:
+        return
+    raise DynamicsError(
+        f"sample.budget {report['budget']} gives an empty epoch: T = {report['T']:.3g} samples over "
+        f"{report['N']} samples in {report['K_nonempty']} clusters, every p_c rounds to "
+        f"{'0' if expected == 0 else 'almost 0'} at {decimals} decimals (expected {expected:.3g} per epoch)",
+        hint="raise sample.budget (T = budget x N must be well above 1) or sample.decimals", exit_code=2)
+
+
 def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool:
     """Compute and commit sizes, p_c, report, plot and per-shard tables; False when already complete."""
-    if storage.exists(paths.scale_marker, cfg):
+    if already_done(paths.scale_marker, spec, Stage.SCALE, cfg):
         log.info("scale already complete (%s exists); nothing to do", paths.scale_marker)
         return False
     s = spec.sample
@@ -73,6 +87,7 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     targets = cluster_targets(sizes, s.alpha, s.budget)
     probs = cluster_probs(sizes, targets, s.decimals)
     report = scale_report(sizes, probs, budget=s.budget, alpha=s.alpha, mode=s.mode.value)
+    refuse_empty_epoch(report, s.decimals)
     log.info("N=%d in %d clusters, T=%.0f: expected %.0f samples per epoch, %d clusters at p >= 1",
              report["N"], report["K_nonempty"], report["T"], report["expected_per_epoch"],
              report["clusters_p_ge_1"])
@@ -81,8 +96,8 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     storage.write_json(paths.report, report, cfg)
     storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
     n_tables = _write_shard_tables(spec, paths, probs, cfg)
-    storage.write_marker(paths.scale_marker, {"N": report["N"], "clusters": int(sizes.size),
-                                              "shards": n_tables}, cfg)
+    storage.write_marker(paths.scale_marker, marker(spec, Stage.SCALE, N=report["N"], clusters=int(sizes.size),
+                                                    shards=n_tables), cfg)
     return True
 
 

@@ -21,12 +21,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
+from dynamics.stages.inputs import already_done, marker
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
 from dynamics.stages.train.loop import Dist, PhaseTrainer, RunState
-from dynamics.stages.train.model import create_model, load_pretrained, load_weights
+from dynamics.stages.train.model import create_model, load_pretrained, load_weights, open_clip_config
 from dynamics.stages.train.plan import PhasePlan, plan_phases
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage import objects as storage
@@ -162,11 +164,13 @@ def main(argv: list[str]) -> int:
     setup_logging()
     parser = stage_parser("train", "Train the OpenCLIP model through all phases (run under torchrun).")
     ctx = context_from_args(parser.parse_args(argv))
-    if storage.exists(ctx.paths.train_marker, ctx.storage):
+    if already_done(ctx.paths.train_marker, ctx.spec, Stage.TRAIN, ctx.storage):
         log.info("training already finished (%s exists); nothing to do", ctx.paths.train_marker)
         return 0
     d = init_distributed(ctx.spec.train.gpus_per_node)
     run = _run_state(ctx, d)
+    if d.main:  # the checkpoints are loadable without the spec: the final architecture beside them
+        storage.write_json(ctx.paths.model_config, open_clip_config(ctx.spec.train), ctx.storage)
     try:
         final = train_all(run)
         if d.world_size > 1:
@@ -174,11 +178,11 @@ def main(argv: list[str]) -> int:
         if d.main:
             if run.tensorboard is not None:
                 run.tensorboard.close()
-            storage.write_marker(ctx.paths.train_marker, {
-                "final_checkpoint": final, "phases": [p.name for p in run.plans],
-                "steps": [p.steps for p in run.plans], "samples": [p.samples for p in run.plans],
-                "world_size": d.world_size,
-            }, ctx.storage)
+            storage.write_marker(ctx.paths.train_marker, marker(
+                ctx.spec, Stage.TRAIN, final_checkpoint=final, phases=[p.name for p in run.plans],
+                steps=[p.steps for p in run.plans], samples=[p.samples for p in run.plans],
+                world_size=d.world_size,
+            ), ctx.storage)
             log.info("training finished; final checkpoint %s", final)
     finally:
         run.keylog.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -59,6 +60,19 @@ def register_config(config: Mapping[str, Any]) -> str:
         open_clip.add_model_config(path)
         _registered[name] = path
     return name
+
+
+def open_clip_config(train: Train) -> dict[str, Any]:
+    """The ``open_clip_config.json`` of the run's final model: its architecture at the LAST phase's
+    resolution and the spec's context length, so that loading it needs no resizing and no spec.
+
+    ``open_clip.create_model_and_transforms("local-dir:DIR")`` reads this file (with the weights beside it).
+    """
+    cfg = copy.deepcopy(dict(train.model_config_) if train.model_config_ is not None
+                        else open_clip.get_model_config(model_name(train)))
+    cfg["vision_cfg"] = {**cfg.get("vision_cfg", {}), "image_size": train.phases[-1].resolution}
+    cfg["text_cfg"] = {**cfg.get("text_cfg", {}), "context_length": train.context_length}
+    return {"model_cfg": cfg, "preprocess_cfg": {"size": train.phases[-1].resolution}}
 
 
 def model_precision(precision: Precision) -> str:

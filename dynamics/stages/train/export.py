@@ -1,0 +1,60 @@
+"""``dynamics export-model``: a run's final model as a folder open_clip loads by itself.
+
+The folder holds ``open_clip_config.json`` (the architecture at the last phase's resolution and the
+run's context length) and ``open_clip_model.safetensors`` (the weights), which is what
+``open_clip.create_model_and_transforms("local-dir:DIR")`` and ``open_clip.get_tokenizer("local-dir:DIR")``
+read. It is written to a temporary folder beside DIR and renamed, so DIR is complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from dynamics import constants as C
+from dynamics.errors import DynamicsError
+from dynamics.spec.model import RunSpec
+from dynamics.stages.inputs import require
+from dynamics.stages.train import checkpoint as ckpt
+from dynamics.stages.train.model import open_clip_config
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+
+log = logging.getLogger("dynamics.export")
+WEIGHTS = "open_clip_model.safetensors"
+
+
+def _final_checkpoint(paths: RunPaths, cfg: storage.StorageConfig) -> str:
+    marker = require([paths.train_marker], "train", cfg)[0]
+    final = marker.get("final_checkpoint")
+    if not final:
+        raise DynamicsError(f"{paths.train_marker} names no final checkpoint", hint="re-run the train stage")
+    return str(final)
+
+
+def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.StorageConfig) -> Path:
+    """Write the final model of a finished run to ``out_dir`` (a new local folder); returns it."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise DynamicsError(f"{out_dir} exists and is not empty", hint="give a new folder", exit_code=2)
+    uri = _final_checkpoint(paths, cfg)
+    state = {k.removeprefix("module."): v.contiguous() for k, v in ckpt.load(uri, cfg)["state_dict"].items()}
+    # The config saved beside the checkpoints is what the weights were trained as; older runs lack it.
+    config = (storage.read_json(paths.model_config, cfg) if storage.exists(paths.model_config, cfg)
+              else open_clip_config(spec.train))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        (tmp / C.OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        save_file(state, str(tmp / WEIGHTS), metadata={"checkpoint": uri, "run": spec.name})
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.debug("exported %s to %s", uri, out_dir)
+    return out_dir
