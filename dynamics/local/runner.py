@@ -21,6 +21,7 @@ from types import FrameType
 
 from dynamics import constants as C
 from dynamics.constants import Stage
+from dynamics.local.lifecycle import RunLock, descendants
 from dynamics.local.procs import Proc, StageRun
 from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
@@ -34,6 +35,8 @@ from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
 POLL_SECONDS = 0.2
+RECORD_EVERY = 5  # polls between scans of the process tree (a /proc walk)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _free_port() -> int:
@@ -111,14 +114,19 @@ def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
     return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
 
 
-def _drive(run: StageRun, reporter: Reporter) -> bool:
+def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
     pending = deque(run.procs)
     running: list[Proc] = []
+    ticks = 0
     while pending or running:
         while pending and len(running) < run.parallel:
             proc = pending.popleft()
             proc.start()
             running.append(proc)
+        if ticks % RECORD_EVERY == 0:
+            # So that a rerun can stop whatever outlives this runner (see RunLock.stop_orphans).
+            lock.record(descendants(os.getpid()))
+        ticks += 1
         time.sleep(POLL_SECONDS)
         for proc in list(running):
             code = proc.poll()
@@ -136,21 +144,38 @@ def _drive(run: StageRun, reporter: Reporter) -> bool:
     return True
 
 
-def _install_signal_handlers(current: list[StageRun]) -> None:
+def _install_signal_handlers(current: list[StageRun], lock: RunLock) -> None:
+    """Ctrl-C, SIGTERM and a closed terminal end every process of the run, then the runner."""
     def handler(signum: int, _frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         for run in current:
             for proc in run.procs:
                 proc.stop()
+        lock.release()
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
 
 
-def _prepare(spec: RunSpec, workdir: str | None) -> tuple[RunSpec, Path]:
+def _lock(spec: RunSpec, workdir: str | None) -> tuple[RunSpec, RunLock]:
+    """Take the run's lock (before touching its state) and stop what a killed runner left running."""
     if workdir:
         spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
     state = Path(".dynamics") / spec.name
     state.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(state, spec.name)
+    lock.acquire()
+    stopped = lock.stop_orphans()
+    if stopped:
+        print(f"stopped {len(stopped)} process(es) left running by an earlier, killed runner of "
+              f"'{spec.name}' (PIDs {', '.join(str(p.pid) for p in stopped)})", file=sys.stderr)
+    return spec, lock
+
+
+def _prepare(spec: RunSpec) -> tuple[RunSpec, Path]:
+    state = Path(".dynamics") / spec.name
     spec_path = state / C.CONFIG_SPEC_KEY
     text = dump_spec(spec)
     spec_path.write_text(text, encoding="utf-8")
@@ -158,16 +183,29 @@ def _prepare(spec: RunSpec, workdir: str | None) -> tuple[RunSpec, Path]:
 
 
 def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) -> int:
-    """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed."""
-    spec, spec_path = _prepare(spec, workdir)
+    """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed.
+
+    One runner per run: a second one on the same run refuses (:class:`RunLock`).
+    """
+    spec, lock = _lock(spec, workdir)
+    try:
+        return _run(spec, lock, max_parallel)
+    finally:
+        lock.release()
+
+
+def _run(spec: RunSpec, lock: RunLock, max_parallel: int) -> int:
+    spec, spec_path = _prepare(spec)
     paths = RunPaths.for_run(spec.storage.workdir, spec.name)
     cfg = storage_config(spec)
+    # Under the lock nothing else writes this run: temporaries are leftovers of a killed write.
+    storage.remove_stale_temps(paths.root, cfg)
     storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
     reporter = make_reporter()
     log_dir = spec_path.parent / "logs"
     reporter.say(f"run '{spec.name}': work dir {paths.root}, logs in {log_dir}/")
     current: list[StageRun] = []
-    _install_signal_handlers(current)
+    _install_signal_handlers(current, lock)
     timings: dict[Stage, float | None] = {}
     for stage in stages_of(spec):
         if stage_progress(spec, paths, stage, cfg).complete:
@@ -179,7 +217,7 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2) 
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
         start = time.monotonic()
-        ok = _drive(run, reporter)
+        ok = _drive(run, reporter, lock)
         reporter.stage_finished(stage, ok)
         if not ok:
             proc = run.failed

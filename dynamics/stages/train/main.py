@@ -22,12 +22,14 @@ import torch
 import torch.distributed as dist
 
 from dynamics.errors import DynamicsError
+from dynamics.local.lifecycle import die_with_parent
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
 from dynamics.stages.train.loop import Dist, PhaseTrainer, RunState
 from dynamics.stages.train.model import create_model, load_pretrained, load_weights
 from dynamics.stages.train.plan import PhasePlan, plan_phases
+from dynamics.stages.train.startup import start_process
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage import objects as storage
 from dynamics.storage.shards import resolve_shards
@@ -159,6 +161,7 @@ def _run_state(ctx: Any, d: Dist) -> RunState:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``dynamics stage train``."""
+    die_with_parent()  # torchrun puts workers in their own sessions: end with it, not as orphans
     setup_logging()
     parser = stage_parser("train", "Train the OpenCLIP model through all phases (run under torchrun).")
     ctx = context_from_args(parser.parse_args(argv))
@@ -166,6 +169,7 @@ def main(argv: list[str]) -> int:
         log.info("training already finished (%s exists); nothing to do", ctx.paths.train_marker)
         return 0
     d = init_distributed(ctx.spec.train.gpus_per_node)
+    start_process(ctx.spec.train.seed, d, ctx.paths, ctx.storage)
     run = _run_state(ctx, d)
     try:
         final = train_all(run)
