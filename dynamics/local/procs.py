@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dynamics.constants import Stage
+from dynamics.local.lifecycle import descendants, die_with_parent, kill_all, proc_id
 
 TAIL_LINES = 25
 # The line that says what went wrong: our own "error: ..." message, or a Python exception line, possibly
@@ -43,8 +44,9 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # One log per attempt: the tail shown on failure is this attempt's.
         log = self.log_path.open("wb")
+        # die_with_parent: if the runner is killed (even SIGKILL), its children end with it.
         self.popen = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         log.close()
         self.started = time.monotonic()
 
@@ -53,12 +55,14 @@ class Proc:
         return self.popen.poll()
 
     def stop(self) -> None:
-        if self.popen and self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
+        """End this process and everything it started (torchrun's workers run in sessions of their own)."""
+        if self.popen is None:
+            return
+        me = proc_id(self.popen.pid) if self.popen.poll() is None else None
+        tree = descendants(self.popen.pid) + ([me] if me else [])
+        kill_all(tree)
+        if self.popen.poll() is None:
+            self.popen.wait()
 
     def cause(self) -> str | None:
         """The first exception line of this process's log (None when there is none)."""

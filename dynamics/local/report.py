@@ -22,12 +22,37 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+SHOWN_PROBLEMS = 10  # named in the report; every one is in the embed parts' stats.json
+
+
+def data_problem_lines(paths: RunPaths, cfg: storage.StorageConfig) -> list[str]:
+    """Corrupt or skipped data found by the embed stage, by kind, with the first few named."""
+    counts: dict[str, int] = {}
+    problems: list[dict[str, str]] = []
+    stats_files = [u for u in storage.list_uris(paths.embed_dir(), cfg) if u.endswith(".stats.json")]
+    for uri in sorted(stats_files):
+        stats = _read(uri, cfg) or {}
+        for kind, n in stats.get("skipped", {}).items():
+            counts[kind] = counts.get(kind, 0) + int(n)
+        problems += stats.get("problems", [])
+    if not counts:
+        return []
+    lines = ["\ndata problems: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
+    for p in problems[:SHOWN_PROBLEMS]:
+        member = f" ({p['member']})" if p.get("member") else ""
+        lines.append(f"  {p['kind']}: {p['shard']}{member}")
+    if sum(counts.values()) > SHOWN_PROBLEMS:
+        lines.append(f"  all named in {paths.embed_dir()}/part-*.stats.json")
+    return lines
+
+
 def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
                   timings: dict[Stage, float | None]) -> list[str]:
     """Lines of the end-of-run report (pure apart from reading the run's JSON artifacts)."""
     lines = [f"\nrun '{spec.name}' complete. Artifacts under {paths.root}/"]
     for stage, secs in timings.items():
         lines.append(f"  {stage.value:<12} {'skipped (already complete)' if secs is None else f'{secs:7.1f}s'}")
+    lines += data_problem_lines(paths, cfg)
     report = _read(paths.report, cfg)
     if report:
         lines += [

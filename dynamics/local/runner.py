@@ -22,6 +22,7 @@ from types import FrameType
 
 from dynamics import constants as C
 from dynamics.constants import Stage
+from dynamics.local.lifecycle import RunLock, descendants
 from dynamics.local.procs import Proc, StageRun
 from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
@@ -34,8 +35,11 @@ from dynamics.stages.common import storage_config
 from dynamics.stages.progress import stage_complete
 from dynamics.stages.rerun import check_rerun
 from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
 
 POLL_SECONDS = 0.2
+RECORD_EVERY = 5  # polls between scans of the process tree (a /proc walk)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _free_port() -> int:
@@ -113,14 +117,19 @@ def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
     return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
 
 
-def _drive(run: StageRun, reporter: Reporter) -> bool:
+def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
     pending = deque(run.procs)
     running: list[Proc] = []
+    ticks = 0
     while pending or running:
         while pending and len(running) < run.parallel:
             proc = pending.popleft()
             proc.start()
             running.append(proc)
+        if ticks % RECORD_EVERY == 0:
+            # So that a rerun can stop whatever outlives this runner (see RunLock.stop_orphans).
+            lock.record(descendants(os.getpid()))
+        ticks += 1
         time.sleep(POLL_SECONDS)
         for proc in list(running):
             code = proc.poll()
@@ -138,14 +147,19 @@ def _drive(run: StageRun, reporter: Reporter) -> bool:
     return True
 
 
-def _install_signal_handlers(current: list[StageRun]) -> None:
+def _install_signal_handlers(current: list[StageRun], lock: RunLock) -> None:
+    """Ctrl-C, SIGTERM and a closed terminal end every process of the run, then the runner."""
     def handler(signum: int, _frame: FrameType | None) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         for run in current:
             for proc in run.procs:
                 proc.stop()
+        lock.release()
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
 
 
 def _with_workdir(spec: RunSpec, workdir: str | None) -> RunSpec:
@@ -155,34 +169,58 @@ def _with_workdir(spec: RunSpec, workdir: str | None) -> RunSpec:
 
 
 def _state_dir(spec: RunSpec, root: str) -> Path:
-    """Where the processes' spec copy and logs go: the run's directory when the work dir is local (so
-    another work dir never writes into the current directory), ``.dynamics/<run>`` for S3."""
+    """Where the processes' spec copy, logs and the run lock go: the run's directory when the work dir is
+    local (so another work dir never writes into the current directory), ``.dynamics/<run>`` for S3."""
     return (Path(root) if not storage.is_s3(root) else Path(".dynamics") / spec.name).resolve()
 
 
-def _write_spec(spec: RunSpec, root: str) -> Path:
-    state = _state_dir(spec, root)
-    state.mkdir(parents=True, exist_ok=True)
+def _write_spec(spec: RunSpec, state: Path) -> Path:
     spec_path = state / C.RESOLVED_SPEC
     spec_path.write_text(dump_spec(spec), encoding="utf-8")
     return spec_path
 
 
+def _lock(spec: RunSpec, state: Path) -> RunLock:
+    """Take the run's lock (before touching its state) and stop what a killed runner left running."""
+    state.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(state, spec.name)
+    lock.acquire()
+    stopped = lock.stop_orphans()
+    if stopped:
+        print(f"stopped {len(stopped)} process(es) left running by an earlier, killed runner of "
+              f"'{spec.name}' (PIDs {', '.join(str(p.pid) for p in stopped)})", file=sys.stderr)
+    return lock
+
+
 def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2, replace: bool = False) -> int:
-    """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed."""
+    """Run every stage of ``spec`` here; 0 when the run completed, 1 when a stage failed.
+
+    One runner per run: a second one on the same run refuses (:class:`RunLock`).
+    """
     spec = _with_workdir(spec, workdir)
     paths = run_paths(spec)
+    state = _state_dir(spec, paths.root)
+    lock = _lock(spec, state)
+    try:
+        return _run(spec, paths, state, lock, max_parallel, replace)
+    finally:
+        lock.release()
+
+
+def _run(spec: RunSpec, paths: RunPaths, state: Path, lock: RunLock, max_parallel: int, replace: bool) -> int:
     cfg = storage_config(spec)
     reporter = make_reporter()
     # Before anything is written: an edited spec must not overwrite the record of what the artifacts are.
     check_rerun(spec, paths, cfg, stages_of(spec), replace, reporter.say)
-    spec_path = _write_spec(spec, paths.root)
+    # Under the lock nothing else writes this run: temporaries are leftovers of a killed write.
+    storage.remove_stale_temps(paths.root, cfg)
+    spec_path = _write_spec(spec, state)
     if storage.is_s3(paths.root):
         storage.write_bytes(paths.spec, spec_path.read_bytes(), cfg)
     log_dir = spec_path.parent / "logs"
     reporter.say(f"run '{spec.name}': work dir {paths.root}, logs in {log_dir}/")
     current: list[StageRun] = []
-    _install_signal_handlers(current)
+    _install_signal_handlers(current, lock)
     timings: dict[Stage, float | None] = {}
     for stage in stages_of(spec):
         if stage_complete(spec, paths, stage, cfg):
@@ -194,7 +232,7 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2, 
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
         start = time.monotonic()
-        ok = _drive(run, reporter)
+        ok = _drive(run, reporter, lock)
         reporter.stage_finished(stage, ok)
         if not ok:
             proc = run.failed

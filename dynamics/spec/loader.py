@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from dynamics.errors import SpecError
 from dynamics.spec.checks import CrossFieldErrors
+from dynamics.spec.limits import check_size, load_limited
 from dynamics.spec.model import RunSpec
 
 # Hints for pydantic error types that benefit from one.
@@ -61,9 +62,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
 
 def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML, turning syntax errors into a SpecError with line and column."""
+    """Parse YAML within :mod:`dynamics.spec.limits`; syntax errors become a SpecError with line and column."""
     try:
-        return yaml.safe_load(text)
+        return load_limited(text, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -105,6 +106,8 @@ def read_spec_data(path: str | Path) -> dict[str, Any]:
     """The spec file parsed but not validated (to merge defaults into it first)."""
     p = Path(path)
     try:
+        if p.is_file():
+            check_size(p.stat().st_size, str(p))  # before reading a huge file into memory
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"spec file '{p}' not found", hint="pass the path of a run spec YAML") from exc

@@ -79,6 +79,10 @@ class Data(Model):
         "e.g. 's3://bucket/dfn/{00000000..00020068}.tar'."
     )
     approx_samples: int = Field(gt=0, description="Approximate number of image-text pairs (for planning).")
+    max_corrupt_fraction: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Fail the embed stage when more than this fraction of a part's samples (and "
+        "unreadable shards) is corrupt or skipped; unset: never fail, only report.")
 
     @field_validator("shards")
     @classmethod

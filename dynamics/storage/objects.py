@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -51,8 +52,8 @@ from dynamics.storage.s3 import S3ReadStream, clear_client_cache, s3_client, s3_
 # The storage API in one namespace: callers write `from dynamics.storage import objects as storage`.
 __all__ = ["MiB", "S3ReadStream", "StorageConfig", "check_access", "clear_client_cache", "delete", "download_file",
            "exists", "is_s3", "list_uris", "open_stream", "read_bytes", "read_json", "read_marker", "read_npy",
-           "s3_client", "split_s3", "upload_file", "write_bytes", "write_json", "write_marker", "write_npy",
-           "write_stream"]
+           "remove_stale_temps", "s3_client", "split_s3", "upload_file", "write_bytes", "write_json", "write_marker",
+           "write_npy", "write_stream"]
 
 # Our local temporaries look like ".<name>.tmp-<hex>"; list_uris hides them so a reader never
 # mistakes a half-written file for an artifact.
@@ -120,6 +121,26 @@ def _local_write(path: str, stream: IO[bytes], uri: str) -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def remove_stale_temps(uri: str, cfg: StorageConfig | None = None) -> list[str]:
+    """Delete temporaries that killed writes left under local directory ``uri``; returns their paths.
+
+    Only call this while no writer of the tree can be running (a lock or lease held): a live
+    writer's temporary looks the same. S3 writes leave none (multipart uploads are aborted).
+    """
+    del cfg  # the same signature as every other storage call
+    if is_s3(uri) or not os.path.isdir(local_path(uri)):
+        return []
+    removed = []
+    for root, _dirs, files in os.walk(local_path(uri)):
+        for name in files:
+            if _TMP_NAME.match(name):
+                path = os.path.join(root, name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    removed.append(path)
+    return removed
 
 
 def upload_file(local_path: str, uri: str, cfg: StorageConfig | None = None) -> None:

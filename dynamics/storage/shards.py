@@ -16,16 +16,19 @@ import os
 import posixpath
 import re
 import tarfile
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from dynamics.errors import StorageError
 from dynamics.storage import objects as storage
 from dynamics.storage.objects import StorageConfig
 from dynamics.storage.pattern import expand as expand_pattern
+
+# Re-exported: callers read skip kinds from the module that reads shards.
+from dynamics.storage.skips import MAX_PROBLEMS as MAX_PROBLEMS
+from dynamics.storage.skips import CorruptImage as CorruptImage
+from dynamics.storage.skips import SkipReason, SkipStats
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -39,61 +42,6 @@ _TAR_BLOCK = 512
 # webdataset skips members such as "__index__" and reads keys with this regex (base_plus_ext).
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-
-
-class SkipReason(StrEnum):
-    """Why a sample (or part of a shard) was skipped or flagged."""
-
-    CORRUPT_IMAGE = "corrupt_image"
-    MISSING_IMAGE = "missing_image"
-    MISSING_CAPTION = "missing_caption"  # flagged, not skipped: images are embedded anyway
-    TRUNCATED_SHARD = "truncated_shard"
-    BAD_JSON = "bad_json"
-    DUPLICATE_MEMBER = "duplicate_member"
-
-
-class CorruptImage(ValueError):
-    """Image bytes that PIL cannot decode; callers count it as ``SkipReason.CORRUPT_IMAGE``."""
-
-    reason = SkipReason.CORRUPT_IMAGE
-
-
-@dataclass
-class SkipStats:
-    """Counts of skipped/flagged items by reason; mergeable across shards, workers and parts."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, reason: SkipReason | str, n: int = 1) -> None:
-        """Count ``n`` occurrences of ``reason``."""
-        self.counts[str(reason)] += n
-
-    def merge(self, other: SkipStats | Mapping[str, int]) -> SkipStats:
-        """Add another stats object (or its ``to_dict()``) into this one; returns self."""
-        items = other.counts if isinstance(other, SkipStats) else other
-        for reason, n in items.items():
-            self.counts[str(reason)] += int(n)
-        return self
-
-    def __iadd__(self, other: SkipStats) -> SkipStats:
-        return self.merge(other)
-
-    def __getitem__(self, reason: SkipReason | str) -> int:
-        return self.counts[str(reason)]
-
-    @property
-    def total(self) -> int:
-        """All counted occurrences."""
-        return sum(self.counts.values())
-
-    def to_dict(self) -> dict[str, int]:
-        """Plain ``{reason: count}`` with sorted keys and no zero entries (JSON-ready)."""
-        return {k: v for k, v in sorted(self.counts.items()) if v}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, int]) -> SkipStats:
-        """Inverse of :meth:`to_dict`."""
-        return cls().merge(data)
 
 
 @dataclass(frozen=True)
@@ -165,6 +113,7 @@ class _TailTracker(io.RawIOBase):
         self._raw = raw
         self.total = 0
         self._tail = bytearray()
+        self.head = b""  # the first block: tells a non-tar file from a tar cut short
 
     def readable(self) -> bool:
         return True
@@ -174,6 +123,8 @@ class _TailTracker(io.RawIOBase):
         data = self._raw.read(len(view))
         n = len(data)
         view[:n] = data
+        if len(self.head) < _TAR_BLOCK:
+            self.head += bytes(data[: _TAR_BLOCK - len(self.head)])
         self.total += n
         self._tail += data
         del self._tail[: max(0, len(self._tail) - self.KEEP)]
@@ -200,9 +151,14 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2).lower()
 
 
-def iter_members(stream: IO[bytes], stats: SkipStats) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of the regular tar members of ``stream``, stopping at truncation."""
+def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None) -> Iterator[tuple[str, bytes]]:
+    """``(name, data)`` of the regular tar members of ``stream``, stopping at truncation.
+
+    A shard that cannot be read to its end is counted (and named, given its ``url``) as
+    ``empty_shard``, ``not_a_tar`` or ``truncated_shard`` with the last complete member.
+    """
     tracker = _TailTracker(stream)
+    last: str | None = None
     try:
         with tarfile.open(fileobj=tracker, mode="r|*") as tar:
             for info in tar:
@@ -211,17 +167,29 @@ def iter_members(stream: IO[bytes], stats: SkipStats) -> Iterator[tuple[str, byt
                 member = tar.extractfile(info)
                 if member is None:
                     continue
-                yield info.name, member.read()
+                data = member.read()
+                last = info.name
+                yield info.name, data
                 tar.members = []  # stream mode would otherwise keep every TarInfo in memory
             complete = _has_end_marker(tar, tracker)
     except (tarfile.TarError, EOFError):
         # Truncated or corrupt tail: keep what was complete and move on to the next shard.
         complete = False
     if not complete:
-        stats.add(SkipReason.TRUNCATED_SHARD)
+        stats.add(_unreadable_kind(tracker), shard=url, member=f"after {last}" if last else None)
 
 
-def _group(members: Iterable[tuple[str, bytes]], stats: SkipStats) -> Iterator[tuple[str, dict[str, bytes]]]:
+def _unreadable_kind(tracker: _TailTracker) -> SkipReason:
+    if tracker.total == 0:
+        return SkipReason.EMPTY_SHARD
+    # POSIX/GNU tar headers carry "ustar" at offset 257; compressed shards start with their magic.
+    tar_like = tracker.head[257:262] == b"ustar" or tracker.head[:2] in (b"\x1f\x8b", b"BZ") \
+        or tracker.head[:6] == b"\xfd7zXZ\x00"
+    return SkipReason.TRUNCATED_SHARD if tar_like else SkipReason.NOT_A_TAR
+
+
+def _group(members: Iterable[tuple[str, bytes]], stats: SkipStats,
+           url: str | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     key: str | None = None
     parts: dict[str, bytes] = {}
     for name, data in members:
@@ -234,7 +202,7 @@ def _group(members: Iterable[tuple[str, bytes]], stats: SkipStats) -> Iterator[t
                 yield key, parts
             key, parts = prefix, {}
         if ext in parts:
-            stats.add(SkipReason.DUPLICATE_MEMBER)
+            stats.add(SkipReason.DUPLICATE_MEMBER, shard=url, member=name)
             continue
         parts[ext] = data
     if key is not None:
@@ -248,13 +216,13 @@ def _text(data: bytes | None) -> str | None:
     return text or None
 
 
-def _json(data: bytes | None, stats: SkipStats) -> dict[str, Any] | None:
+def _json(data: bytes | None, stats: SkipStats, url: str, key: str) -> dict[str, Any] | None:
     if data is None:
         return None
     try:
         value = json.loads(data)
     except ValueError:
-        stats.add(SkipReason.BAD_JSON)
+        stats.add(SkipReason.BAD_JSON, shard=url, member=f"{key}.{JSON_EXT}")
         return None
     return value if isinstance(value, dict) else None
 
@@ -272,18 +240,18 @@ def _label(data: bytes | None) -> int | None:
 def _to_sample(url: str, key: str, parts: dict[str, bytes], row: int, stats: SkipStats) -> Sample | None:
     ext = next((e for e in IMAGE_EXTS if e in parts), None)
     if ext is None:
-        stats.add(SkipReason.MISSING_IMAGE)
+        stats.add(SkipReason.MISSING_IMAGE, shard=url, member=key)
         return None
     caption = _text(parts.get(CAPTION_EXT))
     if caption is None:
-        stats.add(SkipReason.MISSING_CAPTION)
+        stats.add(SkipReason.MISSING_CAPTION, shard=url, member=key)
     return Sample(
         shard=url,
         key=key,
         image=parts[ext],
         image_ext=ext,
         caption=caption,
-        meta=_json(parts.get(JSON_EXT), stats),
+        meta=_json(parts.get(JSON_EXT), stats, url, key),
         row=row,
         label=_label(parts.get(LABEL_EXT)),
     )
@@ -293,7 +261,7 @@ def iter_stream(url: str, stream: IO[bytes], stats: SkipStats) -> Iterator[Sampl
     """Samples of an already opened tar stream (see :func:`iter_samples`)."""
     # Members are only yielded once fully read, so even the last group before a cut holds
     # complete files; if the cut took its caption, it is flagged like any other missing caption.
-    for row, (key, parts) in enumerate(_group(iter_members(stream, stats), stats)):
+    for row, (key, parts) in enumerate(_group(iter_members(stream, stats, url), stats, url)):
         sample = _to_sample(url, key, parts, row, stats)
         if sample is not None:
             yield sample

@@ -25,13 +25,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dynamics.constants import Stage
-from dynamics.errors import StorageError
+from dynamics.errors import DynamicsError, StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
 from dynamics.stages.embed.backends import Backend, load_backend
 from dynamics.stages.inputs import already_done, marker
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, shard_slice
-from dynamics.storage.shards import CorruptImage, SkipStats, decode_image, iter_samples, resolve_shards
+from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats, decode_image, iter_samples, resolve_shards
 
 log = logging.getLogger("dynamics.embed")
 # How often progress lines are logged; tests lower it to observe a part mid-way.
@@ -57,7 +57,7 @@ class ShardDone:
 
     shard_index: int
     seen: int
-    stats: dict[str, int]
+    stats: SkipStats
     error: str | None = None
 
 
@@ -91,7 +91,7 @@ class PartDataset(IterableDataset):
                 try:
                     img = decode_image(sample.image, sample.image_ext, self.draft_size)
                 except CorruptImage as exc:
-                    stats.add(exc.reason)
+                    stats.add(exc.reason, shard=url, member=f"{sample.key}.{sample.image_ext}")
                     continue
                 digest = hashlib.sha256(sample.image).hexdigest()
                 items.append((self.transform(img), sample.row, sample.key, digest))
@@ -100,11 +100,11 @@ class PartDataset(IterableDataset):
                     items = []
         except StorageError as exc:
             # Reported by the main process as one clean message (no worker traceback).
-            yield ShardDone(shard_index, seen, stats.to_dict(), error=str(exc))
+            yield ShardDone(shard_index, seen, stats, error=str(exc))
             return
         if items:
             yield self._batch(shard_index, items)
-        yield ShardDone(shard_index, seen, stats.to_dict())
+        yield ShardDone(shard_index, seen, stats)
 
     @staticmethod
     def _batch(shard_index: int, items: list[tuple[torch.Tensor, int, str, str]]) -> Batch:
@@ -212,6 +212,7 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
                 time.sleep(BATCH_DELAY)
         progress.update(out)
     progress.update(out, force=True)
+    check_corrupt(spec, part, out)
     _commit(paths, part, out, urls, backend.dim, spec, cfg)
     return True
 
@@ -220,7 +221,8 @@ def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], d
             cfg: storage.StorageConfig) -> None:
     vectors, order = out.ordered(dim)
     stats = {"part": part, "shards": [urls[i] for i in sorted(urls)], "seen": out.seen,
-             "embedded": int(vectors.shape[0]), "skipped": out.stats.to_dict(), "dim": dim,
+             "embedded": int(vectors.shape[0]), "skipped": out.stats.to_dict(),
+             "problems": out.stats.problems, "corrupt_fraction": corrupt_fraction(out), "dim": dim,
              "backend": spec.embed.backend.value,
              "model": None if spec.embed.backend is EmbedBackend.PIXELS else spec.embed.model}
     storage.write_npy(paths.embed_vectors(part), vectors, cfg)
@@ -230,3 +232,30 @@ def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], d
     storage.write_marker(paths.embed_marker(part), marker(spec, Stage.EMBED, rows=int(vectors.shape[0]), dim=dim),
                          cfg)
     log.info("part %d committed: %d rows, skipped %s", part, vectors.shape[0], out.stats.to_dict() or "none")
+
+
+def corrupt_fraction(out: PartOutput) -> float:
+    """Share of the part's samples that were skipped, counting an unreadable shard as one sample."""
+    flagged = {SkipReason.MISSING_CAPTION, SkipReason.BAD_JSON}  # used anyway: not corrupt
+    bad = sum(n for kind, n in out.stats.counts.items() if kind not in flagged)
+    # Undecodable images are among the samples seen; every other problem is an item never seen.
+    whole = out.seen + bad - out.stats[SkipReason.CORRUPT_IMAGE]
+    return bad / whole if whole else 0.0
+
+
+def _log_problems(part: int, out: PartOutput) -> None:
+    for p in out.stats.problems:
+        log.warning("part %d: %s in %s%s", part, p["kind"], p["shard"], f" ({p['member']})" if p["member"] else "")
+    if out.stats.total > len(out.stats.problems):
+        log.warning("part %d: %d problems in all (the first %d named)", part, out.stats.total,
+                    len(out.stats.problems))
+
+
+def check_corrupt(spec: RunSpec, part: int, out: PartOutput) -> None:
+    """Log every named problem; fail the part when the spec's ``data.maxCorruptFraction`` is exceeded."""
+    _log_problems(part, out)
+    limit, frac = spec.data.max_corrupt_fraction, corrupt_fraction(out)
+    if limit is not None and frac > limit:
+        raise DynamicsError(f"part {part}: {100 * frac:.1f}% of the data is corrupt or unreadable, above "
+                            f"data.maxCorruptFraction ({100 * limit:.1f}%): {out.stats.to_dict()}",
+                            hint="fix or remove the shards named above, or raise data.maxCorruptFraction")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dynamics.local.lifecycle import die_with_parent
 from dynamics.stages.train.decode import TrainImageTransform
 from dynamics.stages.train.plan import worker_quota
 from dynamics.stages.train.stream import FRESH, Cursor, Item, StreamSettings, windows
@@ -120,6 +121,25 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
+def close_batches(batches: Iterator[Batch]) -> None:
+    """Shut an epoch's loader workers down now, not whenever the iterator happens to be collected.
+
+    An iterator kept alive past its epoch (a retained frame, e.g. through a stored exception's
+    traceback) is copied into the next epoch's forked workers; collected there, its ``__del__``
+    checks processes that are not the worker's children: "AssertionError: can only test a child
+    process". Collected at interpreter exit, it prints ``__del__`` tracebacks. Shut down here, its
+    later ``__del__`` has nothing left to do.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # only multi-process iterators have one
+    if shutdown is not None:
+        shutdown()
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Workers are forked from the trainer, and a fork clears the parent-death signal: re-arm it.
+    die_with_parent()
+
+
 def epoch_loader(dataset: EpochDataset, pin_memory: bool) -> DataLoader:
     """Data loader over ``dataset``: one worker per logical reader, batches passed through as-is."""
     workers = dataset.spec.workers
@@ -131,4 +151,5 @@ def epoch_loader(dataset: EpochDataset, pin_memory: bool) -> DataLoader:
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
+        worker_init_fn=_worker_init if workers else None,
     )

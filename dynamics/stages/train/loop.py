@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dynamics.spec.model import Precision, RunSpec
 from dynamics.stages.train import checkpoint as ckpt
-from dynamics.stages.train.data import Batch, EpochDataset, EpochSpec, epoch_loader
+from dynamics.stages.train.data import Batch, EpochDataset, EpochSpec, close_batches, epoch_loader
 from dynamics.stages.train.logs import KeyLog, Progress, TensorBoard
 from dynamics.stages.train.model import model_name, model_precision, param_groups, tokenizer, train_transform
 from dynamics.stages.train.plan import PhasePlan
@@ -136,6 +136,7 @@ class PhaseTrainer:
             loss = self._step(step, batch)
             self.cursors[batch.reader] = Cursor.from_list(batch.cursor)
             self._after_step(step + 1, epoch, batch, loss, waited)
+        close_batches(batches)
 
     def _step(self, step: int, batch: Batch) -> torch.Tensor:
         device, clip = self.run.dist.device, self.run.spec.train.grad_clip_norm

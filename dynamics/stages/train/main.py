@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
+from dynamics.local.lifecycle import die_with_parent
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
 from dynamics.stages.inputs import already_done, marker
 from dynamics.stages.train import checkpoint as ckpt
@@ -30,6 +31,7 @@ from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
 from dynamics.stages.train.loop import Dist, PhaseTrainer, RunState
 from dynamics.stages.train.model import create_model, load_pretrained, load_weights, open_clip_config
 from dynamics.stages.train.plan import PhasePlan, plan_phases
+from dynamics.stages.train.startup import start_process
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage import objects as storage
 from dynamics.storage.shards import resolve_shards
@@ -161,6 +163,7 @@ def _run_state(ctx: Any, d: Dist) -> RunState:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``dynamics stage train``."""
+    die_with_parent()  # torchrun puts workers in their own sessions: end with it, not as orphans
     setup_logging()
     parser = stage_parser("train", "Train the OpenCLIP model through all phases (run under torchrun).")
     ctx = context_from_args(parser.parse_args(argv))
@@ -168,6 +171,7 @@ def main(argv: list[str]) -> int:
         log.info("training already finished (%s exists); nothing to do", ctx.paths.train_marker)
         return 0
     d = init_distributed(ctx.spec.train.gpus_per_node)
+    start_process(ctx.spec.train.seed, d, ctx.paths, ctx.storage)
     run = _run_state(ctx, d)
     if d.main:  # the checkpoints are loadable without the spec: the final architecture beside them
         storage.write_json(ctx.paths.model_config, open_clip_config(ctx.spec.train), ctx.storage)
