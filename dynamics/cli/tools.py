@@ -62,6 +62,16 @@ def _export_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_checkpoint(args: argparse.Namespace) -> int:
+    from dynamics.stages.common import setup_logging
+    from dynamics.stages.train.export import export_checkpoint
+
+    setup_logging()
+    out = export_checkpoint(args.checkpoint, args.output, None)
+    print(f"wrote {args.output}: {len(out['state_dict'])} tensors (open_clip.load_checkpoint loads it)")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the commands on the ``dynamics`` parser."""
     p = sub.add_parser("demo-data", help="generate a small long-tailed image-text dataset (webdataset shards)",
@@ -87,3 +97,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="new local output folder")
     p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export_model)
+    p = sub.add_parser("export-checkpoint", help="write one open_clip checkpoint file from a training checkpoint "
+                       "(FSDP shards are consolidated)")
+    p.add_argument("checkpoint", help="a .pt under <run>/train/checkpoints/ (local or s3://)")
+    p.add_argument("-o", "--output", required=True, help="output .pt file or s3:// URI")
+    p.set_defaults(func=_export_checkpoint)

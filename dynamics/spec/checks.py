@@ -165,11 +165,24 @@ def _credentials(spec: RunSpec) -> list[Problem]:
     return out
 
 
+def _train_options(spec: RunSpec) -> list[Problem]:
+    t = spec.train
+    out = []
+    if t.eval_every is not None and spec.eval is None:
+        out.append(Problem("train.evalEvery", "in-training eval needs the spec's eval sets",
+                           "add an eval section, or remove train.evalEvery"))
+    for i, phase in enumerate(t.phases):
+        if phase.batch_per_gpu % t.accum_freq:
+            out.append(Problem(f"train.phases[{i}].batchPerGpu", f"{phase.batch_per_gpu} is not a multiple "
+                               f"of train.accumFreq {t.accum_freq}", "make accumFreq divide every batchPerGpu"))
+    return out
+
+
 def cross_check(spec: RunSpec) -> None:
     """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
     problems = [
         *_name_length(spec), *_model(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
-        *_embed(spec), *_cluster(spec), *_phases(spec), *_credentials(spec),
+        *_embed(spec), *_cluster(spec), *_phases(spec), *_train_options(spec), *_credentials(spec),
     ]
     if problems:
         raise CrossFieldErrors(problems)

@@ -186,6 +186,15 @@ class Augmentation(Model):
         return v
 
 
+class WandB(Model):
+    """Weights & Biases reporting beside TensorBoard (rank 0; ``WANDB_MODE=offline`` needs no network)."""
+
+    project: str = Field(description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user); default the account's.")
+    mode: Literal["online", "offline"] = Field("online", description="offline: write runs under the "
+                                               "trainer's directory for a later 'wandb sync'.")
+
+
 class Train(Model):
     """OpenCLIP DDP training with per-epoch DynamiCS sampling."""
 
@@ -211,6 +220,22 @@ class Train(Model):
     checkpoint_every: int = Field(1000, ge=1, description="Checkpoint interval in steps.")
     log_every: int = Field(50, ge=1, description="Log a progress line every N steps.")
     seed: int = 42
+    # open_clip_train parity (#16): every option is off / the recipe's behaviour by default.
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: replicate the model (recipe); fsdp: shard parameters, gradients and optimizer "
+        "state with FSDP2 fully_shard (ViT-L/14 and larger); checkpoints are then sharded.")
+    grad_checkpointing: bool = Field(False, description="Recompute activations in the backward pass.")
+    accum_freq: int = Field(1, ge=1, description="Split each per-process batch into this many micro-batches "
+                            "(open_clip's feature-cache accumulation: same gradients, less activation memory).")
+    compile: bool = Field(False, description="torch.compile the model.")
+    loss: Literal["clip", "siglip"] = Field("clip", description="clip: InfoNCE (recipe); siglip: sigmoid loss.")
+    keep_last: int = Field(2, ge=0, description="Mid-phase checkpoints kept besides each phase's final one.")
+    resume_from: str | None = Field(
+        None, description="'latest' (default): the run's newest checkpoint; or a checkpoint (path or s3://) "
+        "to start from while the run has none of its own.")
+    eval_every: int | None = Field(None, ge=1, description="Zero-shot eval on the spec's eval sets every N "
+                                   "steps of each phase (needs an eval section); logged as eval/* metrics.")
+    wandb: WandB | None = Field(None, description="Also report to Weights & Biases (needs the wandb extra).")
     resources: Resources = Resources(cpu="48", memory="512Gi")
     shm_size: Quantity = Field("64Gi", description="Size of the /dev/shm memory volume.")
     host_network: bool = False

@@ -52,7 +52,7 @@ def test_second_runner_refuses_and_ctrl_c_ends_every_child(tmp_path: Path) -> No
     data["data"] = {"shards": "data/{00000..00000}.tar", "approxSamples": 100}
     data["train"]["procsPerNode"] = 1
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
-    state = tmp_path / ".dynamics" / "quickstart"
+    state = tmp_path / "runs" / "quickstart"  # a local work dir holds the run state
     first = subprocess.Popen([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -172,7 +172,7 @@ def test_killed_run_leaves_no_process_and_resumes_to_the_same_weights(tmp_path: 
     assert second.returncode == 0, second.stderr[-3000:]
     assert _final(again / "runs" / NAME).read_bytes() == _final(ref / "runs" / NAME).read_bytes()
 
-    state = str(killed / ".dynamics" / NAME)
+    state = str(killed / "runs" / NAME)
     runner = subprocess.Popen([SUBMIT, str(spec), "--local"], cwd=killed, env=_env(), text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = killed / "runs" / NAME / "train" / "checkpoints"
@@ -188,7 +188,7 @@ def test_killed_run_leaves_no_process_and_resumes_to_the_same_weights(tmp_path: 
 
     resumed = _submit(killed, spec)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = (killed / ".dynamics" / NAME / "logs" / "train-0.log").read_text()
+    log = (killed / "runs" / NAME / "logs" / "train-0.log").read_text()
     assert "resuming from" in log
     got = torch.load(_final(killed / "runs" / NAME), weights_only=True)["state_dict"]
     want = torch.load(_final(ref / "runs" / NAME), weights_only=True)["state_dict"]

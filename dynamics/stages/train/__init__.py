@@ -5,5 +5,8 @@ undecoded, sampled, shuffled, resumable sample stream of one reader), :mod:`~dyn
 (batches, data loader), :mod:`~dynamics.stages.train.decode` (crop-aware reduced-scale JPEG decode
 with open_clip's transform), :mod:`~dynamics.stages.train.model` (open_clip model by name or
 inline config), :mod:`~dynamics.stages.train.loop` (one phase), :mod:`~dynamics.stages.train.checkpoint`,
-:mod:`~dynamics.stages.train.logs` and :mod:`~dynamics.stages.train.main` (``dynamics stage train``).
+:mod:`~dynamics.stages.train.logs` and :mod:`~dynamics.stages.train.main` (``dynamics stage train``);
+open_clip_train's options: :mod:`~dynamics.stages.train.step` (loss, accumulation),
+:mod:`~dynamics.stages.train.fsdp` (FSDP2, sharded checkpoints), :mod:`~dynamics.stages.train.export`,
+:mod:`~dynamics.stages.train.ineval` (eval while training), :mod:`~dynamics.stages.train.wandb_report`.
 """

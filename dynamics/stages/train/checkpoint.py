@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from dynamics.stages.train.fsdp import delete_shards
 from dynamics.stages.train.plan import PhasePlan
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, join
@@ -88,9 +89,14 @@ def load_latest(paths: RunPaths, cfg: StorageConfig | None) -> tuple[CheckpointR
     return None
 
 
-def prune(paths: RunPaths, cfg: StorageConfig | None, plans: list[PhasePlan]) -> None:
-    """Delete mid-phase checkpoints beyond the newest :data:`KEEP_LAST`; phase finals are kept."""
+def prune(paths: RunPaths, cfg: StorageConfig | None, plans: list[PhasePlan],
+          keep_last: int = KEEP_LAST) -> None:
+    """Delete mid-phase checkpoints beyond the newest ``keep_last``; phase finals are always kept.
+
+    A sharded (FSDP) checkpoint's ``.pt`` goes first, so a half-deleted one is never listed.
+    """
     finals = {(p.index, p.steps) for p in plans}
     middle = [r for r in list_checkpoints(paths, cfg) if (r.phase, r.step) not in finals]
-    for ref in middle[:-KEEP_LAST] if KEEP_LAST else middle:
+    for ref in middle[:-keep_last] if keep_last else middle:
         storage.delete(ref.uri, cfg)
+        delete_shards(ref.uri, cfg)

@@ -1,19 +1,25 @@
-"""``dynamics export-model``: a run's final model as a folder open_clip loads by itself.
+"""``dynamics export-model`` / ``export-checkpoint``: a run's model as open_clip loads it.
 
-The folder holds ``open_clip_config.json`` (the architecture at the last phase's resolution and the
+``export-model`` writes a folder:
+it holds ``open_clip_config.json`` (the architecture at the last phase's resolution and the
 run's context length) and ``open_clip_model.safetensors`` (the weights), which is what
 ``open_clip.create_model_and_transforms("local-dir:DIR")`` and ``open_clip.get_tokenizer("local-dir:DIR")``
 read. It is written to a temporary folder beside DIR and renamed, so DIR is complete or absent.
+``export-checkpoint`` writes one open_clip checkpoint file (``open_clip.load_checkpoint``) from any
+training checkpoint. Both consolidate FSDP shards.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from safetensors.torch import save_file
 
 from dynamics import constants as C
@@ -21,12 +27,14 @@ from dynamics.errors import DynamicsError
 from dynamics.spec.model import RunSpec
 from dynamics.stages.inputs import require
 from dynamics.stages.train import checkpoint as ckpt
+from dynamics.stages.train.fsdp import consolidate
 from dynamics.stages.train.model import open_clip_config
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
 log = logging.getLogger("dynamics.export")
 WEIGHTS = "open_clip_model.safetensors"
+OPEN_CLIP_KEYS = ("epoch", "name", "state_dict")
 
 
 def _final_checkpoint(paths: RunPaths, cfg: storage.StorageConfig) -> str:
@@ -42,7 +50,7 @@ def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.Sto
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DynamicsError(f"{out_dir} exists and is not empty", hint="give a new folder", exit_code=2)
     uri = _final_checkpoint(paths, cfg)
-    state = {k.removeprefix("module."): v.contiguous() for k, v in ckpt.load(uri, cfg)["state_dict"].items()}
+    state = {k.removeprefix("module."): v.contiguous() for k, v in open_clip_checkpoint(uri, cfg)["state_dict"].items()}
     # The config saved beside the checkpoints is what the weights were trained as; older runs lack it.
     config = (storage.read_json(paths.model_config, cfg) if storage.exists(paths.model_config, cfg)
               else open_clip_config(spec.train))
@@ -58,3 +66,25 @@ def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.Sto
         shutil.rmtree(tmp, ignore_errors=True)
     log.debug("exported %s to %s", uri, out_dir)
     return out_dir
+
+
+def open_clip_checkpoint(uri: str, cfg: storage.StorageConfig | None) -> dict[str, Any]:
+    """``{"epoch", "name", "state_dict"}`` of the training checkpoint ``uri`` (shards consolidated)."""
+    if not storage.exists(uri, cfg):
+        raise DynamicsError(f"checkpoint {uri} does not exist",
+                            hint="give a .pt file under <run>/train/checkpoints/", exit_code=2)
+    payload = ckpt.load(uri, cfg)
+    if payload.get("format") != ckpt.FORMAT:
+        raise DynamicsError(f"{uri} is not a dynamics training checkpoint",
+                            hint="give a .pt file under <run>/train/checkpoints/", exit_code=2)
+    state = consolidate(uri, cfg) if payload.get("sharded") else payload["state_dict"]
+    return {"epoch": payload["epoch"], "name": payload["name"], "state_dict": state}
+
+
+def export_checkpoint(uri: str, output: str, cfg: storage.StorageConfig | None) -> dict[str, Any]:
+    """Write the open_clip checkpoint of ``uri`` to ``output`` (local or s3://); returns it."""
+    out = open_clip_checkpoint(uri, cfg)
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    storage.write_bytes(output, buf.getvalue(), cfg)
+    return out

@@ -11,17 +11,28 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from open_clip import ClipLoss, get_input_dtype
+from open_clip import get_input_dtype
 from open_clip_train.precision import get_autocast
 from open_clip_train.scheduler import cosine_lr
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from dynamics.spec.model import Precision, RunSpec
 from dynamics.stages.train import checkpoint as ckpt
+from dynamics.stages.train import fsdp, ineval
 from dynamics.stages.train.data import Batch, EpochDataset, EpochSpec, close_batches, epoch_loader
 from dynamics.stages.train.logs import KeyLog, Progress, TensorBoard
-from dynamics.stages.train.model import model_name, model_precision, param_groups, tokenizer, train_transform
+from dynamics.stages.train.model import (
+    create_model,
+    load_weights,
+    model_name,
+    model_precision,
+    param_groups,
+    tokenizer,
+    train_transform,
+)
 from dynamics.stages.train.plan import PhasePlan
+from dynamics.stages.train.step import Stepper, make_loss
 from dynamics.stages.train.stream import Cursor, StreamSettings
 from dynamics.storage.objects import StorageConfig
 
@@ -29,8 +40,6 @@ log = logging.getLogger("dynamics.train")
 # open_clip's gather-with-grad calls torch.distributed.nn.all_gather, deprecated but correct.
 warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
                         category=FutureWarning)
-
-MAX_LOGIT_SCALE = math.log(100)
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,33 @@ class RunState:
     stream: StreamSettings
     tensorboard: TensorBoard | None
     keylog: KeyLog
+    wandb: Any = None  # dynamics.stages.train.wandb_report.WandbReport on rank 0 when train.wandb is set
+
+    def scalars(self, tag: str, values: dict[str, float], global_step: int) -> None:
+        """Report ``values`` to TensorBoard and W&B (rank 0)."""
+        for sink in (self.tensorboard, self.wandb):
+            if sink is not None:
+                sink.scalars(tag, values, global_step)
+
+    def sync(self) -> None:
+        """Flush/upload the reports (at checkpoints)."""
+        for sink in (self.tensorboard, self.wandb):
+            if sink is not None:
+                sink.sync()
 
 
-def _wrap(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
+def _wrap(model: torch.nn.Module, d: Dist, *, sharded: bool, static: bool) -> torch.nn.Module:
     if d.world_size == 1:
         return model
+    if sharded:
+        return fsdp.shard_model(model, d.world_size, d.device)
     device_ids = [d.device.index] if d.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, static_graph=True)
+    # A static graph runs one forward/backward per step: not with accumulation's several.
+    return DistributedDataParallel(model, device_ids=device_ids, static_graph=static)
+
+
+def _scalar(value: torch.Tensor) -> float:
+    return float(value.full_tensor() if isinstance(value, DTensor) else value)
 
 
 class PhaseTrainer:
@@ -76,15 +105,21 @@ class PhaseTrainer:
                  resume: dict[str, Any] | None) -> None:
         t = run.spec.train
         self.run, self.plan, self.model = run, plan, model
-        self.ddp = _wrap(model, run.dist)
+        self.sharded = t.strategy == "fsdp" and run.dist.world_size > 1
+        if t.grad_checkpointing:
+            model.set_grad_checkpointing(True)
+        self.ddp = _wrap(model, run.dist, sharded=self.sharded, static=t.accum_freq == 1)
         opt = t.optimizer
         self.optimizer = torch.optim.AdamW(param_groups(model, opt.weight_decay), lr=plan.lr,
                                            betas=(opt.beta1, opt.beta2), eps=opt.eps)
         self.scaler = torch.amp.GradScaler(run.dist.device.type) if t.precision is Precision.AMP else None
         self.scheduler = cosine_lr(self.optimizer, plan.lr, plan.warmup, plan.steps)
-        self.loss = ClipLoss(local_loss=t.local_loss, gather_with_grad=t.gather_with_grad, cache_labels=True,
-                             rank=run.dist.rank, world_size=run.dist.world_size)
-        self.autocast = get_autocast(t.precision.value, device_type=run.dist.device.type)
+        loss = make_loss(t.loss, local_loss=t.local_loss, gather_with_grad=t.gather_with_grad,
+                         rank=run.dist.rank, world_size=run.dist.world_size)
+        autocast = get_autocast(t.precision.value, device_type=run.dist.device.type)
+        forward = torch.compile(self.ddp) if t.compile else self.ddp
+        self.stepper = Stepper(model, forward, self.optimizer, loss, autocast, self.scaler, t.accum_freq,
+                               t.grad_clip_norm)
         self.input_dtype = get_input_dtype(model_precision(t.precision))
         self.transform = train_transform(model, t.augmentation.scale)
         self.tokenize = tokenizer(t)
@@ -95,7 +130,10 @@ class PhaseTrainer:
         self.progress = Progress(plan, later) if run.dist.main else None
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("sharded"):
+            fsdp.load_sharded(payload["source_uri"], self.model, self.optimizer, self.run.storage)
+        else:
+            self.optimizer.load_state_dict(payload["optimizer"])
         if self.scaler is not None and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
         self.start = int(payload["step"])
@@ -139,29 +177,22 @@ class PhaseTrainer:
         close_batches(batches)
 
     def _step(self, step: int, batch: Batch) -> torch.Tensor:
-        device, clip = self.run.dist.device, self.run.spec.train.grad_clip_norm
+        device = self.run.dist.device
         self.scheduler(step)
         images = batch.images.to(device=device, dtype=self.input_dtype, non_blocking=True)
         texts = batch.texts.to(device=device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            out = self.ddp(images, texts)
-            loss = self.loss(out["image_features"], out["text_features"], out["logit_scale"])
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            if clip is not None:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            self.optimizer.step()
-        with torch.no_grad():
-            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
-        return loss.detach()
+        return self.stepper(images, texts)
+
+    def full_weights(self) -> dict[str, torch.Tensor]:
+        """The model's unsharded weights on the CPU (a collective under FSDP)."""
+        if self.sharded:
+            return fsdp.full_state_dict(self.model)
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    @property
+    def global_step(self) -> int:
+        """Steps of earlier phases (the x axis of every metric)."""
+        return sum(p.steps for p in self.run.plans[: self.plan.index])
 
     def _after_step(self, done: int, epoch: int, batch: Batch, loss: torch.Tensor, waited: float) -> None:
         t, plan = self.run.spec.train, self.plan
@@ -174,15 +205,33 @@ class PhaseTrainer:
                 self._log(done, float(loss))
         if done % t.checkpoint_every == 0 or done == plan.steps:
             self._checkpoint(done, epoch)
+        if ineval.is_due(t.eval_every, done, plan.steps):
+            self._eval(done)
+
+    def _eval(self, done: int) -> None:
+        run, model = self.run, self.model
+        if self.sharded:
+            weights = self.full_weights()  # every rank takes part in the gather
+            if not run.dist.main:
+                return
+            model = create_model(run.spec.train, self.plan.resolution, run.dist.device)
+            load_weights(model, weights)
+        elif not run.dist.main:
+            return
+        metrics = ineval.zero_shot(run.spec, model, self.tokenize, run.dist.device, run.storage)
+        log.info("eval at phase %s step %d: %s", self.plan.name, done,
+                 ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+        run.scalars("eval", metrics, self.global_step + done)
+        ineval.record(run.paths, run.storage, {"phase": self.plan.index, "phase_name": self.plan.name,
+                                               "step": done, "global_step": self.global_step + done,
+                                               "metrics": metrics})
 
     def _log(self, done: int, loss: float) -> None:
         assert self.progress is not None
         lr = self.optimizer.param_groups[0]["lr"]
-        text, numbers = self.progress.line(done, loss, lr, self.model.logit_scale.exp().item())
+        text, numbers = self.progress.line(done, loss, lr, math.exp(_scalar(self.model.logit_scale)))
         log.info(text)
-        if self.run.tensorboard is not None:
-            global_step = sum(p.steps for p in self.run.plans[: self.plan.index]) + done
-            self.run.tensorboard.scalars("train", numbers, global_step)
+        self.run.scalars("train", numbers, self.global_step + done)
 
     def _gather(self, local: dict[str, Any]) -> list[dict[str, Any]]:
         if self.run.dist.world_size == 1:
@@ -195,27 +244,37 @@ class PhaseTrainer:
         workers = max(1, self.run.spec.train.workers)
         cursors = [self.cursors[i].to_list() if i in self.cursors else None for i in range(workers)]
         ranks = self._gather({"cursors": cursors, "rng": torch.get_rng_state()})
+        uri = ckpt.checkpoint_uri(self.run.paths, self.plan, done)
+        weights = None
+        if self.sharded and done == self.plan.steps:
+            weights = self.full_weights()  # a phase's final checkpoint is a plain open_clip one
+        elif self.sharded:
+            fsdp.save_sharded(uri, self.model, self.optimizer, self.run.storage)
+            dist.barrier()  # every rank's shards are in place before the .pt names the checkpoint
         if not self.run.dist.main:
             return
-        payload = self._payload(done, epoch, ranks)
-        uri = ckpt.checkpoint_uri(self.run.paths, self.plan, done)
+        payload = self._payload(done, epoch, ranks, weights)
         ckpt.save(uri, payload, self.run.storage)
-        ckpt.prune(self.run.paths, self.run.storage, self.run.plans)
-        if self.run.tensorboard is not None:
-            self.run.tensorboard.sync()
+        ckpt.prune(self.run.paths, self.run.storage, self.run.plans, self.run.spec.train.keep_last)
+        self.run.sync()
         log.info("checkpoint %s (phase %s step %d/%d)", uri, self.plan.name, done, self.plan.steps)
 
-    def _payload(self, done: int, epoch: int, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+    def _payload(self, done: int, epoch: int, ranks: list[dict[str, Any]],
+                 weights: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         spec, plan = self.run.spec, self.plan
+        sharded = self.sharded and weights is None
+        if weights is None and not sharded:
+            weights = self.model.state_dict()
         return {
             # open_clip's keys
             "epoch": done // plan.steps_per_epoch,
             "name": spec.name,
-            "state_dict": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "state_dict": weights if weights is not None else {},
+            "optimizer": {} if self.sharded else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             # ours
             "format": ckpt.FORMAT,
+            "sharded": sharded,  # model and optimizer state in <checkpoint>.dcp/ (fsdp.py)
             "model": model_name(spec.train),
             "model_config": spec.train.model_config_,
             "resolution": plan.resolution,

@@ -33,6 +33,7 @@ from dynamics.stages.train.model import create_model, load_pretrained, load_weig
 from dynamics.stages.train.plan import PhasePlan, plan_phases
 from dynamics.stages.train.startup import start_process
 from dynamics.stages.train.stream import StreamSettings
+from dynamics.stages.train.wandb_report import open_report
 from dynamics.storage import objects as storage
 from dynamics.storage.shards import resolve_shards
 
@@ -71,13 +72,37 @@ def _broadcast(d: Dist, value: Any) -> Any:
     return box[0]
 
 
+def _explicit_start(run: RunState) -> str | None:
+    """``train.resumeFrom`` when it names a checkpoint (checked on every rank, so all fail alike)."""
+    source = run.spec.train.resume_from
+    if source in (None, "latest"):
+        return None
+    if not storage.exists(source, run.storage):
+        raise DynamicsError(f"train.resumeFrom {source} does not exist",
+                            hint="give a checkpoint file of a run with the same phases, or 'latest'")
+    return source
+
+
+def _load_start(uri: str, run: RunState) -> dict[str, Any]:
+    payload = ckpt.load(uri, run.storage)
+    if payload.get("format") != ckpt.FORMAT:
+        raise DynamicsError(f"{uri} is not a dynamics training checkpoint",
+                            hint="train.resumeFrom takes a checkpoint written by the train stage")
+    return payload
+
+
 def _resume_point(run: RunState) -> tuple[int, dict[str, Any] | None]:
-    """(first phase to run, checkpoint to continue from), the same on every rank."""
+    """(first phase to run, checkpoint to continue from), the same on every rank.
+
+    The run's own newest checkpoint wins; ``train.resumeFrom`` is where a run without any starts.
+    """
+    explicit = _explicit_start(run)
     latest = ckpt.load_latest(run.paths, run.storage) if run.dist.main else None
-    uri = _broadcast(run.dist, latest[0].uri if latest is not None else None)
+    uri = _broadcast(run.dist, latest[0].uri if latest is not None else explicit)
     if uri is None:
         return 0, None
-    payload = latest[1] if latest is not None else ckpt.load(uri, run.storage)
+    payload = latest[1] if latest is not None else _load_start(uri, run)
+    payload["source_uri"] = uri
     index = int(payload["phase"])
     if index >= len(run.plans) or run.plans[index].name != payload["phase_name"]:
         raise DynamicsError(f"checkpoint {uri} is for phase {payload['phase_name']!r}, which the "
@@ -120,7 +145,7 @@ def train_all(run: RunState) -> str:
     """Train every remaining phase; returns the URI of the final checkpoint."""
     first, payload = _resume_point(run)
     resume = payload if payload is not None and payload["step"] < run.plans[first].steps else None
-    weights = payload["state_dict"] if payload is not None else None
+    weights = payload["state_dict"] if payload is not None and not payload.get("sharded") else None
     if payload is not None and resume is None:
         first += 1  # the checkpoint closed its phase: the next one starts from its weights
     for plan in run.plans[first:]:
@@ -129,7 +154,7 @@ def train_all(run: RunState) -> str:
         model = _phase_model(run, plan, weights)
         trainer = PhaseTrainer(run, plan, model, resume)
         trainer.train()
-        weights, resume = {k: v.detach().clone() for k, v in model.state_dict().items()}, None
+        weights, resume = trainer.full_weights(), None
         del trainer
     last = run.plans[-1]
     return ckpt.checkpoint_uri(run.paths, last, last.steps)
@@ -157,8 +182,10 @@ def _run_state(ctx: Any, d: Dist) -> RunState:
         window=spec.train.shuffle_buffer,
     )
     tb = TensorBoard(ctx.paths.tensorboard_dir(), cfg) if d.main else None
+    report = open_report(spec, ctx.paths, cfg) if d.main else None
     return RunState(spec=spec, paths=ctx.paths, storage=cfg, dist=d, plans=plan_phases(spec, d.world_size),
-                    stream=stream, tensorboard=tb, keylog=KeyLog(os.environ.get(ENV_KEYLOG), d.rank))
+                    stream=stream, tensorboard=tb, keylog=KeyLog(os.environ.get(ENV_KEYLOG), d.rank),
+                    wandb=report)
 
 
 def main(argv: list[str]) -> int:
@@ -182,6 +209,8 @@ def main(argv: list[str]) -> int:
         if d.main:
             if run.tensorboard is not None:
                 run.tensorboard.close()
+            if run.wandb is not None:
+                run.wandb.close()
             storage.write_marker(ctx.paths.train_marker, marker(
                 ctx.spec, Stage.TRAIN, final_checkpoint=final, phases=[p.name for p in run.plans],
                 steps=[p.steps for p in run.plans], samples=[p.samples for p in run.plans],

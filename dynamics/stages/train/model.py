@@ -19,6 +19,7 @@ from open_clip.transform import AugmentationCfg, PreprocessCfg, image_transform_
 
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import Precision, Train
+from dynamics.stages.train.step import siglip_init
 from dynamics.storage import objects as storage
 from dynamics.storage.objects import StorageConfig
 
@@ -101,6 +102,7 @@ def create_model(train: Train, resolution: int, device: torch.device) -> torch.n
             force_image_size=resolution,
             force_context_length=train.context_length,
             output_dict=True,
+            **(siglip_init() if train.loss == "siglip" else {}),
         )
 
 
