@@ -31,7 +31,9 @@ def _spec(workdir: str, pattern: str, n: int, backend: dict, workers: int):
         "name": "bench", "storage": {"workdir": workdir}, "data": {"shards": pattern, "approxSamples": n},
         "embed": {**backend, "gpusPerPod": 0, "shardsPerPart": 1000, "workers": workers, "batchSize": 64},
         "cluster": {"k": 2, "trainSamples": 2},
-        "train": {"modelConfig": {"embed_dim": 8, "vision_cfg": {"patch_size": 8}}, "nodes": 1, "gpusPerNode": 0,
+        "train": {"modelConfig": {"embed_dim": 8, "vision_cfg": {"patch_size": 8},
+                                  "text_cfg": {"context_length": 8, "width": 8, "heads": 1, "layers": 1}},
+                  "nodes": 1, "gpusPerNode": 0,
                   "procsPerNode": 1, "workers": 1,
                   "phases": [{"name": "p", "resolution": 32, "samples": 1, "batchPerGpu": 1, "lr": 0.1}]},
     })
@@ -41,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=1536)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pixels-only", action="store_true", help="skip the ViT backend (quick checks)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     server = start_moto_server()
@@ -53,7 +56,8 @@ def main() -> None:
         pattern = manifest["train"]["pattern"]
         results = []
         for label, backend in (("pixels", {"backend": "pixels"}),
-                               ("open_clip ViT-S-32 @224", {"backend": "open_clip", "model": "ViT-S-32"})):
+                               ("open_clip ViT-S-32 @224", {"backend": "open_clip", "model": "ViT-S-32"})
+                               )[:1 if args.pixels_only else 2]:
             spec = _spec(f"s3://bench/runs/{label.split()[0]}", pattern, args.images, backend, args.workers)
             start = time.perf_counter()
             embed_part(spec, RunPaths.for_run(spec.storage.workdir, spec.name), 0, storage.StorageConfig())

@@ -1,13 +1,17 @@
 """Training loader throughput per CPU core: S3 shard -> decode -> RandomResizedCrop 112 -> tensor + tokens.
 
-Compares, in one run and on the same shards in a moto S3 server on loopback, the trainer's pipeline
-(:class:`dynamics.stages.train.data.EpochDataset`: DynamiCS sampling, shuffle window, reduced-scale JPEG
-decode, open_clip's train transform, tokenizer) with open_clip's own webdataset pipeline
-(``open_clip_train.data.get_wds_dataset``, streaming the same ``s3://`` URLs through
-``dynamics.storage.shards.register_s3_handler``). Both run in the benchmark process (``workers=0``) with one
-torch thread, so samples/s is per CPU core. Images are web-like JPEGs of 512-1024 px.
+Compares, in one run and on the same samples in a moto S3 server on loopback, three pipelines: the
+trainer's (:class:`dynamics.stages.train.data.EpochDataset`: DynamiCS sampling, shuffle window, crop-aware
+reduced-scale JPEG decode, open_clip's train transform, tokenizer) on the original shards, the same on the
+reduced-resolution copies the embed stage writes (``embed.reducedShards``, built here with the embed
+stage's own writer), and open_clip's ``open_clip_train.data.get_wds_dataset`` on the originals. All run in
+the benchmark process (``workers=0``, one torch thread): samples/s is per CPU core. Rounds alternate the
+pipelines' order; medians are reported, with CPU time per sample (the moto server's excluded), a time
+breakdown (tar read, decode, crop/resize, to-tensor, tokenize) and the reduced copies' cost.
 
-    python benchmarks/bench_loader.py [--shards 8] [--per-shard 200] [--resolution 112] [--repeats 2]
+Two image sets: ``web`` (512-1024 px per side, ~94 KiB) and ``384`` (DataComp-style, <= 512 px).
+
+    python benchmarks/bench_loader.py [--sets web 384] [--shards 4] [--per-shard 200] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import io
 import logging
 import math
 import os
+import statistics
 import sys
 import tarfile
 import time
 from argparse import Namespace
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -35,21 +41,23 @@ from PIL import Image, ImageDraw
 from s3server import start_moto_server
 
 from dynamics.core.sampler import ShardTable
+from dynamics.stages.embed.reduced import ReducedShardWriter
 from dynamics.stages.train.data import EpochDataset, EpochSpec
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
-from dynamics.storage.shards import register_s3_handler
+from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples, register_s3_handler
 
-SIZES = ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (768, 1024))
+SETS = {"web": ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (768, 1024)),
+        "384": ((384, 384), (384, 288), (288, 384), (512, 384), (384, 512))}
 CONTEXT = 32
 SCALE = (0.4, 1.0)
 GPU_NEED = 2600  # samples/s one H100 consumes at 112 px (DESIGN.md §2)
 
 
-def web_jpeg(rng: np.random.Generator) -> bytes:
+def web_jpeg(rng: np.random.Generator, sizes: tuple[tuple[int, int], ...]) -> bytes:
     """A photo-like JPEG: smooth gradient, a few shapes, sensor noise (quality 90)."""
-    width, height = SIZES[int(rng.integers(len(SIZES)))]
+    width, height = sizes[int(rng.integers(len(sizes)))]
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = rng.uniform(0, 255, 3) + np.stack([x / width, y / height, (x + y) / (width + height)], -1) * 80
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
@@ -74,21 +82,47 @@ def tar_of(members: Iterable[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def write_shards(bucket: str, n_shards: int, per_shard: int, seed: int) -> tuple[str, list[list[str]], int]:
-    """Shards ``{bucket}/shards/{000..}.tar``; returns (pattern, keys per shard, total bytes)."""
+@dataclass
+class ShardSet:
+    """One image set's original shards and reduced copies in S3, and what the copies cost."""
+
+    name: str
+    originals: tuple[str, ...]
+    reduced: tuple[str, ...]
+    keys: list[list[str]]
+    bytes_original: int = 0
+    bytes_reduced: int = 0
+    decode_s: float = 0.0  # decoding at the reduced size (the embed stage does this anyway)
+    reduce_s: float = 0.0  # resize + JPEG encode: the embed stage's extra work
+
+    @property
+    def n(self) -> int:
+        return sum(map(len, self.keys))
+
+
+def write_shards(bucket: str, name: str, n_shards: int, per_shard: int, side: int, seed: int) -> ShardSet:
+    """Original shards and reduced copies (made by the embed stage's writer) under ``{bucket}/{name}``."""
     rng = np.random.default_rng(seed)
-    keys_per_shard, total = [], 0
+    out = ShardSet(name, tuple(f"{bucket}/{name}/orig/{i:03d}.tar" for i in range(n_shards)),
+                   tuple(f"{bucket}/{name}/reduced/{i:03d}.tar" for i in range(n_shards)), [])
     for shard in range(n_shards):
         keys = [f"{shard:03d}{i:05d}" for i in range(per_shard)]
-        members = []
-        for key in keys:
-            members += [(f"{key}.jpg", web_jpeg(rng)), (f"{key}.txt", f"a photo number {key}".encode())]
-        data = tar_of(members)
-        total += len(data)
-        storage.write_bytes(f"{bucket}/shards/{shard:03d}.tar", data)
-        keys_per_shard.append(keys)
-        print(f"  wrote shard {shard + 1}/{n_shards}", file=sys.stderr)
-    return f"{bucket}/shards/{{000..{n_shards - 1:03d}}}.tar", keys_per_shard, total
+        members, copy = [], ReducedShardWriter(side)
+        for row, key in enumerate(keys):
+            image, caption = web_jpeg(rng, SETS[name]), f"a photo number {key}"
+            members += [(f"{key}.jpg", image), (f"{key}.txt", caption.encode())]
+            t0 = time.process_time()
+            decoded = decode_image(image, "jpg", side)
+            t1 = time.process_time()
+            copy.add(Sample(out.originals[shard], key, image, "jpg", caption, None, row), decoded)
+            out.decode_s, out.reduce_s = out.decode_s + t1 - t0, out.reduce_s + time.process_time() - t1
+        data, small = tar_of(members), copy.tar_bytes()
+        out.bytes_original, out.bytes_reduced = out.bytes_original + len(data), out.bytes_reduced + len(small)
+        storage.write_bytes(out.originals[shard], data)
+        storage.write_bytes(out.reduced[shard], small)
+        out.keys.append(keys)
+        print(f"  {name}: wrote shard {shard + 1}/{n_shards}", file=sys.stderr)
+    return out
 
 
 def write_tables(paths: RunPaths, keys_per_shard: list[list[str]], p: float) -> None:
@@ -97,17 +131,18 @@ def write_tables(paths: RunPaths, keys_per_shard: list[list[str]], p: float) -> 
         storage.write_bytes(paths.shard_table(index), table.to_bytes())
 
 
-def timed(batches: Iterable[object], n_batches: int, batch: int) -> float:
-    """Samples/s over ``n_batches`` batches (the first one included: both pipelines fill buffers)."""
-    start = time.perf_counter()
+def timed(batches: Iterable[object], n_batches: int, batch: int) -> tuple[float, float]:
+    """(samples/s, CPU-s per sample) over ``n_batches`` batches (the first included: all fill buffers)."""
+    start, cpu = time.perf_counter(), time.process_time()
     for i, _ in enumerate(batches):
         if i + 1 == n_batches:
             break
-    return n_batches * batch / (time.perf_counter() - start)
+    n = n_batches * batch
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) / n
 
 
-def ours(settings: StreamSettings, n_batches: int, batch: int, resolution: int, draft: bool,
-         transform: Callable, tokenizer: Callable) -> float:
+def ours(settings: StreamSettings, n_batches: int, batch: int, draft: bool,
+         transform: Callable, tokenizer: Callable) -> tuple[float, float]:
     spec = EpochSpec(stream=settings, sampler_epoch=0, steps=range(n_batches), rank=0, world_size=1,
                      workers=0, batch_size=batch, draft=draft)
     return timed(iter(EpochDataset(spec, transform, tokenizer)), n_batches, batch)
@@ -123,20 +158,91 @@ def _patch_open_clip_eof() -> None:
     oc_data.tar_file_expander = functools.partial(tar_file_expander, eof_value=None)
 
 
-def open_clip_pipeline(pattern: str, n_samples: int, batch: int, transform: Callable, tokenizer: Callable) -> float:
+def open_clip_pipeline(pattern: str, n_samples: int, batch: int, transform: Callable,
+                       tokenizer: Callable) -> tuple[float, float]:
     args = Namespace(train_data=pattern, val_data=None, dataset_resampled=False, train_num_samples=n_samples,
                      train_data_upsampling_factors=None, seed=0, batch_size=batch, world_size=1, workers=0)
     info = get_wds_dataset(args, transform, is_train=True, epoch=0, tokenizer=tokenizer)
     return timed(iter(info.dataloader), info.dataloader.num_batches, batch)
 
 
+def breakdown(urls: tuple[str, ...], transform: Callable, tokenizer: Callable, limit: int) -> dict[str, float]:
+    """CPU microseconds per sample of each step, open_clip-style (full decode), over ``limit`` samples."""
+    crop, to_tensor = transform.transforms[0], transform.transforms[1:]
+    totals = dict.fromkeys(("tar read", "decode", "crop/resize", "to-tensor", "tokenize"), 0.0)
+    n = 0
+    for url in urls:
+        samples = iter(iter_samples(url, None, SkipStats()))
+        while n < limit:
+            t0 = time.process_time()
+            sample = next(samples, None)
+            t1 = time.process_time()
+            if sample is None:
+                break
+            img = decode_image(sample.image, sample.image_ext)
+            t2 = time.process_time()
+            img = crop(img)
+            t3 = time.process_time()
+            for step in to_tensor:
+                img = step(img)
+            t4 = time.process_time()
+            tokenizer([sample.caption])
+            t5 = time.process_time()
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                totals[key] += dt
+            n += 1
+    return {k: v / max(n, 1) * 1e6 for k, v in totals.items()}
+
+
+def run_set(s: ShardSet, args: argparse.Namespace, transform: Callable, tokenizer: Callable) -> str:
+    """All rounds for one image set; returns its summary line."""
+    def settings(reduced: bool) -> StreamSettings:
+        paths = RunPaths.for_run("s3://bench/work", s.name)
+        write_tables(paths, s.keys, 1.0)
+        return StreamSettings(s.originals, paths, None, seed=0, sample_seed=0, mode="cap", unknown_prob=0.5,
+                              window=400, reduced=s.reduced if reduced else (), reduced_epochs=1 if reduced else 0)
+
+    n_batches = s.n // args.batch
+    pattern = f"{s.originals[0].rsplit('/', 1)[0]}/{{000..{len(s.originals) - 1:03d}}}.tar"
+    runs: dict[str, Callable[[], tuple[float, float]]] = {
+        "reduced": lambda: ours(settings(True), n_batches, args.batch, True, transform, tokenizer),
+        "original": lambda: ours(settings(False), n_batches, args.batch, True, transform, tokenizer),
+        "open_clip": lambda: open_clip_pipeline(pattern, s.n, args.batch, transform, tokenizer),
+    }
+    results: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+    names = list(runs)
+    for r in range(args.repeats):
+        order = names[r % 3:] + names[:r % 3]  # alternate who goes first (caches, server warm-up)
+        print(f"  {s.name}: round {r + 1}/{args.repeats} ({', '.join(order)})", file=sys.stderr)
+        for name in order:
+            results[name].append(runs[name]())
+    rate = {k: statistics.median(x[0] for x in v) for k, v in results.items()}
+    cpu = {k: statistics.median(x[1] for x in v) * 1e6 for k, v in results.items()}
+    parts = [breakdown(urls, transform, tokenizer, min(s.n, 200)) for urls in (s.originals, s.reduced)]
+    steps = ", ".join(f"{k} {a:.0f}/{b:.0f}" for k, a, b in zip(parts[0], parts[0].values(), parts[1].values(),
+                                                                 strict=True))
+    return (
+        f"{s.name} set, {s.n} JPEGs ({s.bytes_original / s.n / 1024:.0f} KiB avg; reduced copies "
+        f"{s.bytes_reduced / s.n / 1024:.1f} KiB = {s.bytes_reduced / s.bytes_original:.1%} extra storage, "
+        f"{s.reduce_s / s.n * 1e3:.2f} ms/image resize+encode on top of embed's {s.decode_s / s.n * 1e3:.2f} ms "
+        f"decode): samples/s/core (median of {args.repeats}) reduced {rate['reduced']:.0f}, original "
+        f"{rate['original']:.0f}, open_clip {rate['open_clip']:.0f} -> reduced/open_clip "
+        f"{rate['reduced'] / rate['open_clip']:.2f}x, original/open_clip {rate['original'] / rate['open_clip']:.2f}x"
+        f" | CPU us/sample {cpu['reduced']:.0f} / {cpu['original']:.0f} / {cpu['open_clip']:.0f} | cores per "
+        f"H100 at {GPU_NEED}/s: {math.ceil(GPU_NEED / rate['reduced'])} / {math.ceil(GPU_NEED / rate['original'])}"
+        f" / {math.ceil(GPU_NEED / rate['open_clip'])} | open_clip-style us/sample original/reduced: {steps}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
+    ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--per-shard", type=int, default=200)
     ap.add_argument("--resolution", type=int, default=112)
+    ap.add_argument("--short-side", type=int, default=128, help="reduced copies' short side")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -146,44 +252,19 @@ def main() -> None:
                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
     try:
         storage.s3_client().create_bucket(Bucket="bench")
-        pattern, keys, size = write_shards("s3://bench", args.shards, args.per_shard, seed=0)
+        sets = [write_shards("s3://bench", name, args.shards, args.per_shard, args.short_side, seed=i)
+                for i, name in enumerate(args.sets)]
         register_s3_handler(None)
         _patch_open_clip_eof()
-        n = args.shards * args.per_shard
-        n_batches = n // args.batch
         model = open_clip.create_model("ViT-B-16", force_image_size=args.resolution)
         pp = open_clip.transform.PreprocessCfg(**model.visual.preprocess_cfg)
         transform = open_clip.transform.image_transform_v2(
             pp, is_train=True, aug_cfg=open_clip.transform.AugmentationCfg(scale=SCALE))
         tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=CONTEXT)
-        shards = tuple(f"s3://bench/shards/{i:03d}.tar" for i in range(args.shards))
-
-        def settings(p: float, label: str) -> StreamSettings:
-            paths = RunPaths.for_run("s3://bench/work", label)
-            write_tables(paths, keys, p)
-            return StreamSettings(shards, paths, None, seed=0, sample_seed=0, mode="cap", unknown_prob=0.5,
-                                  window=400)
-
-        full, half = settings(1.0, "p1"), settings(0.5, "p05")
-        results: dict[str, list[float]] = {"ours": [], "nodraft": [], "openclip": [], "sampled": []}
-        for r in range(args.repeats):
-            print(f"  round {r + 1}/{args.repeats}", file=sys.stderr)
-            results["ours"].append(ours(full, n_batches, args.batch, args.resolution, True, transform, tokenizer))
-            results["openclip"].append(open_clip_pipeline(pattern, n, args.batch, transform, tokenizer))
-            results["nodraft"].append(ours(full, n_batches, args.batch, args.resolution, False, transform,
-                                           tokenizer))
-            results["sampled"].append(ours(half, n_batches // 2, args.batch, args.resolution, True, transform,
-                                           tokenizer))
+        lines = [run_set(s, args, transform, tokenizer) for s in sets]
     finally:
         server.stop()
-    best = {k: max(v) for k, v in results.items()}
-    print(
-        f"loader {args.resolution}px, 1 core, {n} web JPEGs (512-1024 px, {size / n / 1024:.0f} KiB avg) from S3: "
-        f"dynamics {best['ours']:.0f} samples/s/core (no draft decode: {best['nodraft']:.0f}; with sampling "
-        f"p=0.5: {best['sampled']:.0f}) vs open_clip get_wds_dataset {best['openclip']:.0f} samples/s/core "
-        f"-> {best['ours'] / best['openclip']:.2f}x | cores per H100 at {GPU_NEED}/s: "
-        f"{math.ceil(GPU_NEED / best['ours'])} vs {math.ceil(GPU_NEED / best['openclip'])}"
-    )
+    print(f"loader {args.resolution}px, 1 core, reduced short side {args.short_side}: " + " || ".join(lines))
 
 
 if __name__ == "__main__":

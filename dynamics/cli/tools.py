@@ -1,4 +1,4 @@
-"""``dynamics demo-data``, ``dynamics export-probabilities`` and ``dynamics export-model``."""
+"""``dynamics demo-data``, ``export-probabilities``, ``export-model``, ``export-checkpoint`` and ``estimate``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,56 @@ def _export_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_params(spec: RunSpec) -> list[int]:
+    """Parameter count of the spec's model at each phase's resolution (built on the meta device: no memory)."""
+    import torch
+
+    from dynamics.stages.train.model import create_model
+
+    meta = torch.device("meta")
+    with meta:
+        return [sum(p.numel() for p in create_model(spec.train, ph.resolution, meta).parameters())
+                for ph in spec.train.phases]
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from dynamics.estimate import Rates, estimate, format_estimate
+
+    spec = load_spec(args.spec)
+    rates = Rates(gpu_samples_per_s=args.samples_per_gpu, rate_resolution=args.rate_resolution,
+                  loader_samples_per_core_s=args.loader_rate, bytes_per_sample=args.bytes_per_sample,
+                  embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops)
+    params = [args.params] * len(spec.train.phases) if args.params else _model_params(spec)
+    print(format_estimate(spec, estimate(spec, rates, params), rates))
+    return 0
+
+
+def _add_estimate(sub: argparse._SubParsersAction) -> None:
+    from dynamics.estimate import Rates
+
+    d = Rates()
+    p = sub.add_parser("estimate", help="print what a run will cost (steps, GPU-hours, loader cores, S3 bytes)",
+                       description="Estimate a run's cost on the spec's hardware from stated rates.")
+    p.add_argument("spec", help="run spec YAML")
+    p.add_argument("--samples-per-gpu", type=float, default=d.gpu_samples_per_s,
+                   help=f"training samples/s per GPU at --rate-resolution (default {d.gpu_samples_per_s:g}: the "
+                   "reference recipe, ViT-B/16 bf16 on one H100)")
+    p.add_argument("--rate-resolution", type=int, default=d.rate_resolution,
+                   help=f"resolution the rate was measured at; other phases scale by (r0/r)^2 (default "
+                   f"{d.rate_resolution})")
+    p.add_argument("--loader-rate", type=float, default=d.loader_samples_per_core_s,
+                   help=f"samples/s one loader core delivers (default {d.loader_samples_per_core_s:g})")
+    p.add_argument("--bytes-per-sample", type=float, default=d.bytes_per_sample,
+                   help=f"average shard bytes per sample (default {d.bytes_per_sample:g})")
+    p.add_argument("--embed-rate", type=float, default=d.embed_images_per_gpu_s,
+                   help=f"embed images/s per GPU (default {d.embed_images_per_gpu_s:g}, an assumption)")
+    p.add_argument("--gemm-tflops", type=float, default=d.gemm_tflops,
+                   help=f"float32 GEMM TFLOPS for k-means/assignment (default {d.gemm_tflops:g})")
+    p.add_argument("--params", type=int, default=None,
+                   help="model parameter count (default: counted from the spec's open_clip model)")
+    p.set_defaults(func=_estimate)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the commands on the ``dynamics`` parser."""
     p = sub.add_parser("demo-data", help="generate a small long-tailed image-text dataset (webdataset shards)",
@@ -102,3 +152,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="a .pt under <run>/train/checkpoints/ (local or s3://)")
     p.add_argument("-o", "--output", required=True, help="output .pt file or s3:// URI")
     p.set_defaults(func=_export_checkpoint)
+    _add_estimate(sub)

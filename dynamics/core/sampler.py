@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dynamics.core.scaling import PROB_DECIMALS, SampleMode
+from dynamics.core.table_io import TABLE_FORMAT_VERSION, table_bytes
 
 __all__ = [
     "DEFAULT_MISSING_PROB",
@@ -54,7 +55,6 @@ __all__ = [
 ]
 
 DEFAULT_MISSING_PROB = 0.5
-TABLE_FORMAT_VERSION = 1
 
 _MASK64 = (1 << 64) - 1
 _FNV_OFFSET = 0xCBF29CE484222325
@@ -271,18 +271,10 @@ class ShardTable:
         return self._decided
 
     def to_bytes(self) -> bytes:
-        """``.npz`` serialisation (what the scale stage writes per shard)."""
-        buf = io.BytesIO()
-        arrays = {
-            "version": np.array(TABLE_FORMAT_VERSION, dtype=np.int32),
-            # Fixed-width UTF-8 bytes load without pickle (object arrays would need allow_pickle).
-            "keys": np.array([k.encode("utf-8") for k in self.keys], dtype=np.bytes_),
-            "probs": self.probs,
-        }
-        if self.clusters is not None:
-            arrays["clusters"] = self.clusters
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        """``.npz`` serialisation (what the scale stage writes per shard; same bytes as ``table_bytes``)."""
+        # Fixed-width UTF-8 bytes load without pickle (object arrays would need allow_pickle).
+        keys = np.array([k.encode("utf-8") for k in self.keys], dtype=np.bytes_)
+        return table_bytes(keys, self.probs, self.clusters)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, default_prob: float | None = DEFAULT_MISSING_PROB) -> ShardTable:

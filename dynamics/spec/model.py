@@ -116,6 +116,10 @@ class Embed(Model):
     parallelism: int = Field(8, ge=1, description="Embed pods running at once.")
     gpus_per_pod: int = Field(1, ge=0, le=8, description="GPUs per embed pod (0 = CPU).")
     workers: int = Field(8, ge=0, description="DataLoader workers per pod.")
+    reduced_shards: bool = Field(False, description="Also write a reduced-resolution copy of every shard (same "
+                                 "keys and captions) that training phases below its short side read.")
+    reduced_short_side: int | None = Field(None, ge=32, le=1024, description="Short side of the reduced copies; "
+                                           "default the next multiple of 32 above phase 1's resolution.")
     resources: Resources = Resources(cpu="8", memory="32Gi")
 
 

@@ -70,6 +70,10 @@ class RunPaths:
     def embed_stats(self, part: int) -> str:
         return self._e(C.DIR_EMBED, f"{part_name(part)}.stats.json")
 
+    def reduced_shard(self, shard_index: int) -> str:
+        """Reduced-resolution copy of shard ``shard_index`` (embed.reducedShards)."""
+        return self._p(C.DIR_REDUCED_SHARDS, f"{shard_index:08d}.tar")
+
     def embed_marker(self, part: int) -> str:
         return self._e(C.DIR_EMBED, f"{part_name(part)}{C.MARKER_SUFFIX}")
 

@@ -28,6 +28,7 @@ from dynamics.constants import Stage
 from dynamics.errors import DynamicsError, StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
 from dynamics.stages.embed.backends import Backend, load_backend
+from dynamics.stages.embed.reduced import ReducedShards, short_side
 from dynamics.stages.inputs import already_done, marker
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, shard_slice
@@ -65,8 +66,9 @@ class PartDataset(IterableDataset):
     """Streams a part's shards; each DataLoader worker takes every n-th shard and batches itself."""
 
     def __init__(self, shards: list[tuple[int, str]], transform: Any, batch_size: int,
-                 cfg: storage.StorageConfig, draft_size: int | None) -> None:
+                 cfg: storage.StorageConfig, draft_size: int | None, reduced: ReducedShards | None = None) -> None:
         self.shards = shards
+        self.reduced = reduced
         self.transform = transform
         self.batch_size = batch_size
         self.cfg = cfg
@@ -85,6 +87,7 @@ class PartDataset(IterableDataset):
     def _shard(self, shard_index: int, url: str) -> Iterator[Batch | ShardDone]:
         stats, seen = SkipStats(), 0
         items: list[tuple[torch.Tensor, int, str, str]] = []
+        copy = self.reduced.writer() if self.reduced else None
         try:
             for sample in iter_samples(url, self.cfg, stats):
                 seen += 1
@@ -93,11 +96,15 @@ class PartDataset(IterableDataset):
                 except CorruptImage as exc:
                     stats.add(exc.reason, shard=url, member=f"{sample.key}.{sample.image_ext}")
                     continue
+                if copy is not None:
+                    copy.add(sample, img)
                 digest = hashlib.sha256(sample.image).hexdigest()
                 items.append((self.transform(img), sample.row, sample.key, digest))
                 if len(items) == self.batch_size:
                     yield self._batch(shard_index, items)
                     items = []
+            if copy is not None and self.reduced is not None:
+                copy.write(self.reduced.url(shard_index), self.cfg)
         except StorageError as exc:
             # Reported by the main process as one clean message (no worker traceback).
             yield ShardDone(shard_index, seen, stats, error=str(exc))
@@ -194,7 +201,11 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
     backend = load_backend(spec.embed, cfg)
     log.info("part %d: %d shards (%s .. %s), backend %s, dim %d", part, len(urls), urls[indices[0]],
              urls[indices[-1]], spec.embed.backend.value, backend.dim)
-    dataset = PartDataset(list(urls.items()), backend.transform, spec.embed.batch_size, cfg, _draft_size(backend))
+    side = short_side(spec)
+    reduced = ReducedShards(side, paths) if side is not None else None
+    # The reduced copy is cut from the decoded image, so decode at least that large.
+    draft = _draft_size(backend) if side is None else max(_draft_size(backend) or 0, side)
+    dataset = PartDataset(list(urls.items()), backend.transform, spec.embed.batch_size, cfg, draft, reduced)
     workers = min(spec.embed.workers, len(urls))
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=False,
                         pin_memory=torch.cuda.is_available(), prefetch_factor=2 if workers else None)

@@ -5,21 +5,20 @@ scale: cluster sizes -> per-cluster probabilities -> per-shard tables for the tr
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from dynamics.constants import Stage
-from dynamics.core.sampler import ShardTable
 from dynamics.core.scaling import cluster_probs, cluster_targets, scale_report
 from dynamics.errors import DynamicsError
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import already_done, marker, read_keys, require
+from dynamics.stages.inputs import already_done, marker, require
 from dynamics.stages.scale.plot import size_plot_png
+from dynamics.stages.scale.tables import write_shard_tables
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -36,33 +35,6 @@ def cluster_sizes(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) ->
         sizes = counts if sizes is None else sizes + counts
     assert sizes is not None
     return sizes
-
-
-def _table(keys: list[str], labels: np.ndarray, probs: np.ndarray) -> bytes:
-    return ShardTable.from_keys(keys, probs[labels].astype(np.float32), clusters=labels).to_bytes()
-
-
-def _write_shard_tables(spec: RunSpec, paths: RunPaths, probs: np.ndarray, cfg: storage.StorageConfig) -> int:
-    """Write one table per shard: its keys with their cluster and probability; returns how many.
-
-    Parts are contiguous shard slices with rows in (shard, row) order, so each shard is one run of
-    rows of one part: tables are written as each part is read, never all held at once.
-    """
-    written: set[int] = set()
-    for part in range(embed_parts(spec)):
-        shard_index, keys = read_keys(paths, part, cfg)
-        labels = storage.read_npy(paths.assign_labels(part), cfg)
-        starts = np.flatnonzero(np.r_[True, shard_index[1:] != shard_index[:-1]]) if len(keys) else []
-        bounds = [*map(int, starts), len(keys)]
-        for lo, hi in itertools.pairwise(bounds):
-            shard = int(shard_index[lo])
-            storage.write_bytes(paths.shard_table(shard), _table(keys[lo:hi], labels[lo:hi], probs), cfg)
-            written.add(shard)
-    # Shards with no embedded sample (all corrupt, or empty) still get a table: an empty one.
-    empty = _table([], np.zeros(0, np.int32), probs)
-    for shard in sorted(set(range(spec.n_shards)) - written):
-        storage.write_bytes(paths.shard_table(shard), empty, cfg)
-    return spec.n_shards
 
 
 def refuse_empty_epoch(report: dict, decimals: int) -> None:
@@ -95,7 +67,7 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     storage.write_npy(paths.probs, probs, cfg)
     storage.write_json(paths.report, report, cfg)
     storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
-    n_tables = _write_shard_tables(spec, paths, probs, cfg)
+    n_tables = write_shard_tables(spec, paths, probs, cfg)
     storage.write_marker(paths.scale_marker, marker(spec, Stage.SCALE, N=report["N"], clusters=int(sizes.size),
                                                     shards=n_tables), cfg)
     return True

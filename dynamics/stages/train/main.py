@@ -25,6 +25,7 @@ from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.local.lifecycle import die_with_parent
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
+from dynamics.stages.embed import reduced
 from dynamics.stages.inputs import already_done, marker
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
@@ -166,6 +167,9 @@ def _preflight(ctx: Any, d: Dist) -> None:
     if not storage.exists(first_table, ctx.storage):
         raise DynamicsError(f"no sampling tables: {first_table} does not exist",
                             hint="run the scale stage first (dynamics stage scale)")
+    if reduced.short_side(spec) is not None and not storage.exists(ctx.paths.reduced_shard(0), ctx.storage):
+        raise DynamicsError(f"embed.reducedShards is on but {ctx.paths.reduced_shard(0)} does not exist",
+                            hint="re-run the embed stage with this spec, or set embed.reducedShards: false")
     planned = spec.train.nodes * spec.train.procs
     if d.main and d.world_size != planned:
         log.warning("running %d processes, the spec plans %d (train.nodes x processes per node): the "
@@ -176,14 +180,18 @@ def _run_state(ctx: Any, d: Dist) -> RunState:
     spec, cfg = ctx.spec, ctx.storage
     _preflight(ctx, d)
     shards = tuple(resolve_shards(spec.data.shards, cfg))
+    plans = plan_phases(spec, d.world_size)
+    reduced_epochs = reduced.reduced_epochs(spec, [p.epochs for p in plans])
     stream = StreamSettings(
         shards=shards, paths=ctx.paths, storage=cfg, seed=spec.train.seed, sample_seed=spec.sample.seed,
         mode=spec.sample.mode.value, unknown_prob=spec.sample.unknown_prob,
         window=spec.train.shuffle_buffer,
+        reduced=tuple(ctx.paths.reduced_shard(i) for i in range(len(shards))) if reduced_epochs else (),
+        reduced_epochs=reduced_epochs,
     )
     tb = TensorBoard(ctx.paths.tensorboard_dir(), cfg) if d.main else None
     report = open_report(spec, ctx.paths, cfg) if d.main else None
-    return RunState(spec=spec, paths=ctx.paths, storage=cfg, dist=d, plans=plan_phases(spec, d.world_size),
+    return RunState(spec=spec, paths=ctx.paths, storage=cfg, dist=d, plans=plans,
                     stream=stream, tensorboard=tb, keylog=KeyLog(os.environ.get(ENV_KEYLOG), d.rank),
                     wandb=report)
 

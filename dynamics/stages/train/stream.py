@@ -26,7 +26,7 @@ import numpy as np
 
 from dynamics.core.sampler import SampleMode, ShardTable, use_count
 from dynamics.errors import DynamicsError
-from dynamics.stages.train.plan import sampler_epoch_of_pass
+from dynamics.stages.train.plan import PASS_STRIDE, sampler_epoch_of_pass
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.objects import StorageConfig
@@ -51,6 +51,15 @@ class StreamSettings:
     mode: SampleMode
     unknown_prob: float
     window: int
+    # Reduced-resolution copies (embed.reducedShards), read by sampler epochs below reduced_epochs.
+    reduced: tuple[str, ...] = ()
+    reduced_epochs: int = 0
+
+    def shard_url(self, shard_index: int, sampler_epoch: int) -> str:
+        """The copy of shard ``shard_index`` that ``sampler_epoch`` (any pass) reads."""
+        if self.reduced and sampler_epoch % PASS_STRIDE < self.reduced_epochs:
+            return self.reduced[shard_index]
+        return self.shards[shard_index]
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ def reader_shards(n_shards: int, seed: int, sampler_epoch: int, pass_index: int,
 
 def _shard_items(cfg: StreamSettings, shard_index: int, sampler_epoch: int, start_row: int,
                  start_copy: int, stats: SkipStats) -> Iterator[Item]:
-    url = cfg.shards[shard_index]
+    url = cfg.shard_url(shard_index, sampler_epoch)
     table: ShardTable | None = None
     for sample in iter_samples(url, cfg.storage, stats):
         if sample.row < start_row:

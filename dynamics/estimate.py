@@ -1,0 +1,183 @@
+"""``dynamics estimate``: what a run will cost, from the spec and a few stated rates (pure arithmetic).
+
+Every number is a closed-form function of the spec and the :class:`Rates` (each one a CLI flag), so a
+reader can redo it by hand:
+
+* per phase: steps, epochs and samples as the trainer plans them (:func:`plan_phases`);
+* expected samples per epoch under the sampling plan: ``T = budget x N`` (the scale stage's report gives
+  the exact expectation once cluster sizes are known; in ``cap`` mode it is at most ``T``);
+* GPU throughput at phase resolution ``r``: ``rate x (rate_resolution / r)^2`` (a ViT's cost grows
+  with its patch count), GPU-hours ``= samples / throughput / 3600``;
+* loader cores per GPU ``= throughput / loader_rate`` (samples/s one CPU core decodes, per benchmark);
+* S3 bytes read ``= samples / budget x bytes_per_sample`` (the loader reads ~``1 / budget`` samples per
+  sample it keeps);
+* checkpoints: every ``checkpointEvery`` steps plus each phase's final one, ``params x 12`` bytes each
+  (fp32 weights + AdamW's two moments);
+* embed: ``N`` images at ``embed_rate`` images/s per GPU; k-means and assignment as float32 GEMM
+  multiply-adds (``2 n k d`` FLOPs per pass) at ``gemm_tflops``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dynamics.spec.model import RunSpec
+from dynamics.spec.types import EmbedBackend
+from dynamics.stages.train.plan import plan_phases
+
+CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights (4) + AdamW exp_avg (4) + exp_avg_sq (4)
+EMBED_STORED_BYTES = 2  # vectors are stored as float16
+DINOV2_DIMS = {"small": 384, "base": 768, "large": 1024, "giant": 1536}
+
+
+@dataclass(frozen=True)
+class Rates:
+    """The measured or assumed rates the estimate scales (all CLI flags; defaults stated in --help)."""
+
+    gpu_samples_per_s: float = 2600.0  # the reference recipe, ViT-B/16 at 112 px on one H100
+    rate_resolution: int = 112
+    loader_samples_per_core_s: float = 400.0  # benchmarks/README.md, 112 px crops of web-like JPEGs
+    bytes_per_sample: float = 40_000.0  # one JPEG + caption of a DataComp-style shard
+    embed_images_per_gpu_s: float = 2000.0
+    gemm_tflops: float = 40.0
+
+
+@dataclass(frozen=True)
+class PhaseCost:
+    """One phase's cost on the spec's hardware."""
+
+    name: str
+    resolution: int
+    global_batch: int
+    steps: int
+    epochs: int
+    samples: int
+    samples_per_gpu_s: float
+    gpu_hours: float
+    wall_hours: float
+    loader_cores_per_gpu: float
+    s3_bytes: float
+    checkpoints: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The whole run's estimate."""
+
+    world_size: int
+    expected_per_epoch: float
+    phases: list[PhaseCost]
+    params: int | None
+    checkpoint_bytes: int | None
+    embed_gpu_hours: float
+    embed_wall_hours: float
+    embed_bytes: int | None
+    kmeans_flops: float
+    assign_flops: float
+    cluster_gpu_hours: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoints(self) -> int:
+        """Checkpoints written over the run."""
+        return sum(p.checkpoints for p in self.phases)
+
+
+def embed_dim(spec: RunSpec) -> int | None:
+    """Stored embedding width for the spec's embed backend, where it is known without loading it."""
+    e = spec.embed
+    if e.backend is EmbedBackend.PIXELS:
+        return 3 * e.pixels_size**2
+    if e.backend is EmbedBackend.DINOV2:
+        return next((d for size, d in DINOV2_DIMS.items() if e.model.endswith(f"-{size}")), None)
+    return None
+
+
+def phase_checkpoints(steps: int, every: int) -> int:
+    """Checkpoints one phase writes: one every ``every`` steps, plus its final one (never twice)."""
+    return steps // every + (0 if steps % every == 0 else 1)
+
+
+def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -> Estimate:
+    """Cost of ``spec``; ``params``: parameter count per phase (the model at that phase's resolution)."""
+    world = spec.train.nodes * spec.train.procs
+    gpus = spec.train.nodes * spec.train.gpus_per_node
+    n = spec.data.approx_samples
+    budget = spec.sample.budget
+    phases = []
+    for plan in plan_phases(spec, world):
+        per_gpu = rates.gpu_samples_per_s * (rates.rate_resolution / plan.resolution) ** 2
+        gpu_hours = plan.samples / per_gpu / 3600
+        phases.append(PhaseCost(
+            name=plan.name, resolution=plan.resolution, global_batch=plan.global_batch, steps=plan.steps,
+            epochs=plan.epochs, samples=plan.samples, samples_per_gpu_s=per_gpu, gpu_hours=gpu_hours,
+            wall_hours=gpu_hours / max(gpus, 1), loader_cores_per_gpu=per_gpu / rates.loader_samples_per_core_s,
+            s3_bytes=plan.samples / budget * rates.bytes_per_sample,
+            checkpoints=phase_checkpoints(plan.steps, spec.train.checkpoint_every),
+        ))
+    largest = max(params) if params else None
+    dim = embed_dim(spec)
+    c = spec.cluster
+    fit_n = min(c.train_samples, c.k * c.max_points_per_centroid, n)
+    kmeans_flops = 2.0 * fit_n * c.k * (dim or 0) * c.iterations
+    assign_flops = 2.0 * n * c.k * (dim or 0)
+    embed_gpus = spec.embed.parallelism * max(spec.embed.gpus_per_pod, 1)
+    notes = [f"expected samples per epoch is the target T = budget x N = {budget} x {n:,}; the scale "
+             "stage's report has the exact expectation once clusters are known"]
+    if gpus == 0:
+        notes.append("train.gpusPerNode is 0 (CPU): GPU-hours are what the same work takes on GPUs")
+    if dim is None:
+        notes.append("embedding width unknown for this backend without loading it: cluster costs left out")
+    return Estimate(
+        world_size=world, expected_per_epoch=budget * n, phases=phases, params=largest,
+        checkpoint_bytes=None if largest is None else largest * CHECKPOINT_BYTES_PER_PARAM,
+        embed_gpu_hours=n / rates.embed_images_per_gpu_s / 3600,
+        embed_wall_hours=n / rates.embed_images_per_gpu_s / 3600 / embed_gpus,
+        embed_bytes=None if dim is None else n * dim * EMBED_STORED_BYTES,
+        kmeans_flops=kmeans_flops, assign_flops=assign_flops,
+        cluster_gpu_hours=(kmeans_flops + assign_flops) / (rates.gemm_tflops * 1e12) / 3600, notes=notes,
+    )
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{n:,.0f} B"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_estimate(spec: RunSpec, est: Estimate, rates: Rates) -> str:
+    """The estimate as the text ``dynamics estimate`` prints."""
+    t = spec.train
+    lines = [f"run {spec.name}: {t.nodes} node(s) x {t.procs} process(es) = world size {est.world_size}; "
+             f"N = {spec.data.approx_samples:,} samples, expected {est.expected_per_epoch:,.0f} per epoch "
+             f"(budget {spec.sample.budget})",
+             f"rates: {rates.gpu_samples_per_s:,.0f} samples/s/GPU at {rates.rate_resolution} px, "
+             f"{rates.loader_samples_per_core_s:,.0f} samples/s per loader core, "
+             f"{_bytes(rates.bytes_per_sample)} per sample, embed {rates.embed_images_per_gpu_s:,.0f} "
+             f"images/s/GPU, GEMM {rates.gemm_tflops:g} TFLOPS"]
+    for p in est.phases:
+        lines.append(
+            f"phase {p.name} ({p.resolution} px): {p.steps:,} steps x {p.global_batch:,} = {p.samples:,} samples, "
+            f"{p.epochs} epoch(s); {p.samples_per_gpu_s:,.0f} samples/s/GPU -> {p.gpu_hours:,.1f} GPU-hours "
+            f"({p.wall_hours:,.1f} h wall); loader cores per GPU {math.ceil(p.loader_cores_per_gpu)} "
+            f"({p.loader_cores_per_gpu:.1f}); S3 read {_bytes(p.s3_bytes)}; {p.checkpoints} checkpoint(s)")
+    total = sum(p.gpu_hours for p in est.phases)
+    params = "unknown" if est.params is None else f"{est.params:,}"
+    all_kept = None if est.checkpoint_bytes is None else est.checkpoint_bytes * est.checkpoints
+    lines += [
+        f"train total: {total:,.1f} GPU-hours, {sum(p.wall_hours for p in est.phases):,.1f} h wall, "
+        f"S3 read {_bytes(sum(p.s3_bytes for p in est.phases))}",
+        f"checkpoints: {est.checkpoints} x {_bytes(est.checkpoint_bytes)} ({params} parameters x "
+        f"{CHECKPOINT_BYTES_PER_PARAM} B) = {_bytes(all_kept)} if all are kept",
+        f"embed: {est.embed_gpu_hours:,.1f} GPU-hours ({est.embed_wall_hours:,.1f} h wall on "
+        f"{spec.embed.parallelism} pod(s)), embeddings {_bytes(est.embed_bytes)}",
+        f"cluster: k-means {est.kmeans_flops:.3g} FLOPs + assignment {est.assign_flops:.3g} FLOPs = "
+        f"{est.cluster_gpu_hours:,.2f} GPU-hours",
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in est.notes])

@@ -1,0 +1,115 @@
+"""Reduced-resolution copies of the training shards, written by the embed stage as it decodes them.
+
+The embed stage decodes every image once anyway; with ``embed.reducedShards`` on it also keeps a copy
+of each shard whose images have their short side cut to ``embed.reducedShortSide`` (default: the next
+multiple of 32 above phase 1's resolution, e.g. 128 for 112 px), re-encoded as JPEG. Keys, captions,
+metadata and labels are unchanged and in the same order, so the sampler makes the same decisions on
+either copy. Images already that small are copied byte for byte. Phases whose resolution is below the
+short side read these copies (``RunPaths.reduced_shard``); the others read the originals.
+
+Samples whose image cannot be decoded are left out of the copy (the trainer would skip them anyway).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from dynamics.spec.model import RunSpec
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+from dynamics.storage.shards import CAPTION_EXT, JSON_EXT, LABEL_EXT, Sample
+
+JPEG_QUALITY = 90
+_STEP = 32
+
+
+def short_side(spec: RunSpec) -> int | None:
+    """Short side of the reduced copies, or None when the spec does not ask for them."""
+    if not spec.embed.reduced_shards:
+        return None
+    if spec.embed.reduced_short_side is not None:
+        return spec.embed.reduced_short_side
+    first = spec.train.phases[0].resolution
+    return (first // _STEP + 1) * _STEP
+
+
+def reduced_epochs(spec: RunSpec, epochs_per_phase: Sequence[int]) -> int:
+    """Sampler epochs (from 0) that read the reduced copies: those of the leading phases below the short side."""
+    side = short_side(spec)
+    total = 0
+    for phase, epochs in zip(spec.train.phases, epochs_per_phase, strict=True):
+        if side is None or phase.resolution >= side:
+            break
+        total += epochs
+    return total
+
+
+def reduce_image(image: Image.Image, side: int) -> Image.Image | None:
+    """``image`` with its short side cut to ``side`` (aspect kept), or None when it is not larger."""
+    width, height = image.size
+    short = min(width, height)
+    if short <= side:
+        return None
+    size = (max(1, round(width * side / short)), max(1, round(height * side / short)))
+    # reducing_gap: a box pre-shrink, then a short bicubic pass (fast, and close to full antialiasing).
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+
+
+@dataclass(frozen=True)
+class ReducedShards:
+    """Where and how big (picklable: it travels to the embed DataLoader workers)."""
+
+    side: int
+    paths: RunPaths
+
+    def writer(self) -> ReducedShardWriter:
+        """A fresh collector for one shard."""
+        return ReducedShardWriter(self.side)
+
+    def url(self, shard_index: int) -> str:
+        """The reduced copy of shard ``shard_index``."""
+        return self.paths.reduced_shard(shard_index)
+
+
+@dataclass
+class ReducedShardWriter:
+    """Collects one shard's reduced samples (in order) and writes them as one tar."""
+
+    side: int
+    members: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add(self, sample: Sample, decoded: Image.Image) -> None:
+        """Add ``sample``, whose image ``decoded`` was decoded at no less than the reduced size."""
+        small = reduce_image(decoded, self.side)
+        if small is None:
+            self.members.append((f"{sample.key}.{sample.image_ext}", sample.image))
+        else:
+            buf = io.BytesIO()
+            small.save(buf, format="JPEG", quality=JPEG_QUALITY)
+            self.members.append((f"{sample.key}.jpg", buf.getvalue()))
+        if sample.caption is not None:
+            self.members.append((f"{sample.key}.{CAPTION_EXT}", sample.caption.encode("utf-8")))
+        if sample.meta is not None:
+            self.members.append((f"{sample.key}.{JSON_EXT}", json.dumps(sample.meta).encode("utf-8")))
+        if sample.label is not None:
+            self.members.append((f"{sample.key}.{LABEL_EXT}", str(sample.label).encode("ascii")))
+
+    def tar_bytes(self) -> bytes:
+        """The shard as an uncompressed tar (fixed mtimes: the same input gives the same bytes)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in self.members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    def write(self, url: str, cfg: storage.StorageConfig | None) -> None:
+        """Write the shard atomically to ``url``."""
+        storage.write_bytes(url, self.tar_bytes(), cfg)

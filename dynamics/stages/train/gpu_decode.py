@@ -1,0 +1,98 @@
+"""Optional GPU JPEG decode for nodes short of CPU cores: nvJPEG via ``torchvision.io.decode_jpeg``.
+
+The loader then only reads tars and draws crop parameters from each JPEG's header (no pixel decode on
+the CPU); a whole batch of JPEG bytes goes to the device, is decoded there in one batched call, and each
+image is cropped, resized (antialiased bilinear) and flipped on the device. Crops stay uint8 until
+:func:`normalise` (on the device too). The same functions run on the CPU (``device="cpu"``, libjpeg),
+which is the reference the tests hold the GPU path to.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms.v2 import functional as F
+
+from dynamics.storage.shards import CorruptImage
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A RandomResizedCrop box in source pixels, and whether to flip it horizontally."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the JPEG header alone (no decode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                raise CorruptImage(f"not a JPEG ({img.format})")
+            return img.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptImage(f"cannot read JPEG header: {exc}") from exc
+
+
+def random_crop(size: tuple[int, int], scale: tuple[float, float], gen: torch.Generator,
+                ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Crop:
+    """torchvision's ``RandomResizedCrop.get_params`` (same draws, same fallback) for a ``size`` image."""
+    width, height = size
+    area = width * height
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target = area * torch.empty(1).uniform_(scale[0], scale[1], generator=gen).item()
+        # exp in float32, as torchvision does, so rounding picks the same box.
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=gen)).item()
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, (1,), generator=gen).item())
+            left = int(torch.randint(0, width - w + 1, (1,), generator=gen).item())
+            return Crop(top, left, h, w)
+    # Fallback to a central crop (torchvision's rule).
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        w, h = round(height * max(ratio)), height
+    else:
+        w, h = width, height
+    return Crop((height - h) // 2, (width - w) // 2, h, w)
+
+
+def decode_crops(jpegs: Sequence[bytes], crops: Sequence[Crop], size: int, device: torch.device | str) -> torch.Tensor:
+    """uint8 ``(B, 3, size, size)`` crops of a batch of JPEGs, decoded and resized on ``device``."""
+    if len(jpegs) != len(crops):
+        raise ValueError(f"{len(jpegs)} images but {len(crops)} crops")
+    data = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
+    try:
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as exc:
+        raise CorruptImage(f"batched JPEG decode failed: {exc}") from exc
+    out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
+    for i, (img, c) in enumerate(zip(images, crops, strict=True)):
+        patch = img[:, c.top:c.top + c.height, c.left:c.left + c.width]
+        patch = F.resize(patch, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        out[i] = patch.flip(-1) if c.flip else patch
+    return out
+
+
+def normalise(batch: torch.Tensor, mean: Sequence[float] = OPENAI_MEAN, std: Sequence[float] = OPENAI_STD,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 crops -> normalised float images, on the crops' device (the host sends 4x fewer bytes)."""
+    m = torch.tensor(mean, dtype=dtype, device=batch.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch.to(dtype) / 255.0 - m) / s

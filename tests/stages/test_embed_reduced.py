@@ -1,0 +1,110 @@
+"""Reduced-resolution shard copies: written by the embed stage, read by the phases below their short side."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+from specs import make_spec
+
+from dynamics.core.sampler import ShardTable
+from dynamics.demo import write_test_shards
+from dynamics.stages.embed.reduced import ReducedShardWriter, reduced_epochs, short_side
+from dynamics.stages.embed.run import embed_part
+from dynamics.stages.train.stream import FRESH, StreamSettings, source
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples
+
+PHASES = [{"name": "a", "resolution": 48, "samples": 100, "samplesPerEpoch": 50, "batchPerGpu": 5, "lr": 0.1},
+          {"name": "b", "resolution": 96, "samples": 50, "batchPerGpu": 5, "lr": 0.1}]
+
+
+def _jpeg(w: int, h: int) -> bytes:
+    rng = np.random.default_rng(w * h)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_writer_keeps_keys_captions_and_small_images() -> None:
+    big, small = _jpeg(300, 200), _jpeg(50, 60)
+    writer = ReducedShardWriter(64)
+    for row, (key, data) in enumerate([("k0", big), ("k1", small)]):
+        sample = Sample("s", key, data, "jpg", f"caption {key}", {"w": row}, row, label=row)
+        writer.add(sample, decode_image(data, "jpg", 64))
+    stats = SkipStats()
+    back = list(iter_stream_bytes(writer.tar_bytes(), stats))
+    assert [(s.key, s.caption, s.meta, s.label) for s in back] == [
+        ("k0", "caption k0", {"w": 0}, 0), ("k1", "caption k1", {"w": 1}, 1)]
+    assert Image.open(io.BytesIO(back[0].image)).size == (96, 64)
+    assert back[1].image == small  # not larger than the short side: copied byte for byte
+    assert writer.tar_bytes() == writer.tar_bytes()
+
+
+def iter_stream_bytes(data: bytes, stats: SkipStats):
+    from dynamics.storage.shards import iter_stream
+
+    return iter_stream("mem.tar", io.BytesIO(data), stats)
+
+
+def test_short_side_and_reduced_epochs(tmp_path) -> None:
+    spec = make_spec(str(tmp_path), "s3://b/{0..1}.tar", embed={"reducedShards": True},
+                     train={"phases": PHASES})
+    assert short_side(spec) == 64  # next multiple of 32 above 48
+    assert reduced_epochs(spec, [2, 1]) == 2  # phase a (48 < 64) only
+    spec = make_spec(str(tmp_path), "s3://b/{0..1}.tar", embed={"reducedShards": True, "reducedShortSide": 128},
+                     train={"phases": PHASES})
+    assert reduced_epochs(spec, [2, 1]) == 3
+    assert short_side(make_spec(str(tmp_path), "s3://b/{0..1}.tar", train={"phases": PHASES})) is None
+
+
+def test_embed_writes_copies_and_training_reads_them_with_the_same_decisions(s3_bucket: str) -> None:
+    data = write_test_shards(f"{s3_bucket}/data", 2, 8, seed=1, image_size=160, truncated=False)
+    spec = make_spec(f"{s3_bucket}/runs", data["pattern"], approx=16,
+                     embed={"shardsPerPart": 2, "workers": 0, "reducedShards": True}, train={"phases": PHASES})
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    assert embed_part(spec, paths, 0, storage.StorageConfig())
+    for index, url in enumerate(data["urls"]):
+        originals = {s.key: s for s in iter_samples(url, None, SkipStats())}
+        copies = list(iter_samples(paths.reduced_shard(index), None, SkipStats()))
+        assert [s.key for s in copies] == [k for k in originals if k not in data["corrupt_keys"]]
+        for s in copies:
+            assert s.caption == originals[s.key].caption
+            assert min(Image.open(io.BytesIO(s.image)).size) <= 64
+    for index, url in enumerate(data["urls"]):
+        keys = [s.key for s in iter_samples(url, None, SkipStats())]
+        table = ShardTable.from_keys(keys, np.full(len(keys), 0.6, dtype=np.float32))
+        storage.write_bytes(paths.shard_table(index), table.to_bytes())
+    settings = StreamSettings(shards=tuple(data["urls"]), paths=paths, storage=None, seed=5, sample_seed=3,
+                              mode="cap", unknown_prob=0.5, window=4,
+                              reduced=tuple(paths.reduced_shard(i) for i in range(2)), reduced_epochs=1)
+    plain = StreamSettings(**{**settings.__dict__, "reduced": (), "reduced_epochs": 0})
+
+    def first_pass(cfg: StreamSettings, epoch: int) -> tuple[Counter, set[int]]:
+        kept, sizes = Counter(), set()
+        for position, item in source(cfg, 0, 1, epoch, FRESH.start, SkipStats()):
+            if position.pass_index:
+                break
+            if item.key not in data["corrupt_keys"]:
+                kept[(item.shard_index, item.key)] += 1
+                sizes.add(min(Image.open(io.BytesIO(item.image)).size))
+        return kept, sizes
+
+    reduced_kept, reduced_sizes = first_pass(settings, 0)
+    plain_kept, plain_sizes = first_pass(plain, 0)
+    assert reduced_kept == plain_kept and reduced_kept
+    assert max(reduced_sizes) <= 64 < min(plain_sizes)
+    assert first_pass(settings, 1)[1] == first_pass(plain, 1)[1]  # later epochs read the originals
+
+
+@pytest.mark.parametrize("flag", [False])
+def test_off_by_default_writes_nothing(flag: bool, s3_bucket: str) -> None:
+    data = write_test_shards(f"{s3_bucket}/data", 1, 6, seed=2, truncated=False)
+    spec = make_spec(f"{s3_bucket}/runs", data["pattern"], approx=6, embed={"reducedShards": flag, "workers": 0})
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    embed_part(spec, paths, 0, storage.StorageConfig())
+    assert not storage.exists(paths.reduced_shard(0))

@@ -1,0 +1,78 @@
+"""``dynamics estimate`` against a hand calculation for a small spec."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from dynamics.cli.app import main
+from dynamics.estimate import Rates, estimate
+from tests.specs import make_spec, write_spec
+
+PHASES = [
+    {"name": "p1", "resolution": 112, "samples": 1000, "samplesPerEpoch": 400, "batchPerGpu": 100, "lr": 1e-3},
+    {"name": "p2", "resolution": 224, "samples": 300, "batchPerGpu": 50, "lr": 1e-4},
+]
+
+
+def small_spec(tmp_path: Path):
+    return make_spec(str(tmp_path / "runs"), "s3://b/{0..3}.tar", approx=2000,
+                     embed={"backend": "pixels", "pixelsSize": 16, "parallelism": 4, "gpusPerPod": 0},
+                     cluster={"k": 10, "trainSamples": 100, "iterations": 10},
+                     train={"nodes": 1, "gpusPerNode": 2, "procsPerNode": None, "precision": "amp_bf16",
+                            "checkpointEvery": 2, "phases": PHASES})
+
+
+def test_estimate_matches_hand_calculation(tmp_path: Path) -> None:
+    est = estimate(small_spec(tmp_path), Rates(), params=[1000, 1000])
+    p1, p2 = est.phases
+    # World 2: p1 global batch 200 -> 5 steps, 400 samples per epoch = 2 steps -> 3 epochs;
+    # p2 global batch 100 -> 3 steps, default epoch budget 0.5 x 2000 = 1000 samples (10 steps) -> 1 epoch.
+    assert (est.world_size, p1.global_batch, p1.steps, p1.epochs, p1.samples) == (2, 200, 5, 3, 1000)
+    assert (p2.global_batch, p2.steps, p2.epochs, p2.samples) == (100, 3, 1, 300)
+    assert est.expected_per_epoch == 1000
+    assert p1.samples_per_gpu_s == 2600 and p2.samples_per_gpu_s == 650  # (112/224)^2
+    assert p1.gpu_hours == pytest.approx(1000 / 2600 / 3600)
+    assert p2.wall_hours == pytest.approx(300 / 650 / 3600 / 2)
+    assert p1.loader_cores_per_gpu == pytest.approx(6.5)
+    assert p1.s3_bytes == pytest.approx(1000 / 0.5 * 40_000)
+    # Every 2 steps plus the final: p1 steps 2, 4, 5; p2 steps 2, 3.
+    assert (p1.checkpoints, p2.checkpoints, est.checkpoints) == (3, 2, 5)
+    assert est.checkpoint_bytes == 12_000
+    assert est.embed_bytes == 2000 * 768 * 2
+    assert est.embed_wall_hours == pytest.approx(2000 / 2000 / 3600 / 4)
+    assert est.kmeans_flops == 2 * 100 * 10 * 768 * 10
+    assert est.assign_flops == 2 * 2000 * 10 * 768
+    assert est.cluster_gpu_hours == pytest.approx((15_360_000 + 30_720_000) / 40e12 / 3600)
+
+
+def test_cli_prints_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path))
+    assert main(["estimate", str(path), "--params", "1000", "--samples-per-gpu", "1300"]) == 0
+    out = capsys.readouterr().out
+    assert "phase p1 (112 px): 5 steps x 200 = 1,000 samples, 3 epoch(s); 1,300 samples/s/GPU" in out
+    assert f"loader cores per GPU {math.ceil(1300 / 400)} " in out
+    assert "S3 read 80.0 MB; 3 checkpoint(s)" in out
+    assert "checkpoints: 5 x 12.0 KB (1,000 parameters x 12 B) = 60.0 KB" in out
+
+
+def test_parameter_count_from_the_model(tmp_path: Path) -> None:
+    import open_clip  # noqa: F401  (the train extra)
+
+    from dynamics.cli.tools import _model_params
+    from dynamics.stages.train.model import create_model
+
+    spec = small_spec(tmp_path)
+    import torch
+
+    real = sum(p.numel() for p in create_model(spec.train, 112, torch.device("cpu")).parameters())
+    assert _model_params(spec)[0] == real
+
+
+def test_bad_spec_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    assert main(["estimate", str(bad), "--params", "1"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
