@@ -92,13 +92,13 @@ def test_cli_errors_print_without_traceback(
     monkeypatch.setenv("KUBECONFIG", str(h.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     path = spec_file(tmp_path)
-    assert cli.submit_main([str(path)]) == 0
-    assert cli.submit_main([str(path)]) == 1
+    assert cli.submit_main([str(path), "--offline"]) == 0
+    assert cli.submit_main([str(path), "--offline"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: run {RUN} already exists in namespace {NS}: use --replace or pick another name")
     assert "Traceback" not in err
     h.double.stop()
-    assert cli.submit_main([str(path), "--replace"]) == 1
+    assert cli.submit_main([str(path), "--replace", "--offline"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the Kubernetes API server at {h.double.url} (context 'kubedouble')")
     assert "Traceback" not in err and "Retrying" not in err
