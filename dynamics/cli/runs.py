@@ -43,19 +43,19 @@ def _cmd_controller(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from dynamics.controller.status import show_status, status_json
+    from dynamics.controller.status import show_status, show_status_wide, status_json, status_yaml
 
     kube = _kube(args)
-    if args.output == "json":
-        print(status_json(kube, args.run))
+    if args.output in ("json", "yaml"):
+        print(status_json(kube, args.run) if args.output == "json" else status_yaml(kube, args.run))
         return 0
-    return show_status(kube, args.run, sys.stdout)
+    return (show_status_wide if args.output == "wide" else show_status)(kube, args.run, sys.stdout)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from dynamics.controller.status import list_runs
 
-    return list_runs(_kube(args), sys.stdout)
+    return list_runs(_kube(args), sys.stdout, args.output)
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
@@ -90,11 +90,14 @@ def add_commands(sub: Subparsers) -> None:
 
     p = sub.add_parser("status", help="a run's stages, progress and pods")
     p.add_argument("run", help="run name")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table",
+                   help="table (default), wide (plus per-stage counts and reasons), json or yaml")
     _connection_args(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("list", help="the runs in a namespace")
+    p.add_argument("-o", "--output", choices=("table", "wide", "name", "json", "yaml"), default="table",
+                   help="table (default), wide (plus creation time and reason), name, json or yaml")
     _connection_args(p)
     p.set_defaults(func=_cmd_list)
 

@@ -95,6 +95,20 @@ def run_submit(argv: Sequence[str]) -> int:
     return run_local(spec, workdir=args.workdir, max_parallel=args.max_parallel, replace=args.replace)
 
 
+def _check_rerun(spec: RunSpec, replace: bool) -> None:
+    """An edited spec for an existing run name: refuse, or clear the stale stages and record the new spec
+    (the controller keeps a recorded spec). Offline, the stages themselves refuse stale artifacts."""
+    from dynamics.spec.fingerprint import run_paths
+    from dynamics.spec.loader import dump_spec
+    from dynamics.stages.common import storage_config
+    from dynamics.stages.rerun import check_rerun
+    from dynamics.storage import objects as storage
+
+    paths, cfg = run_paths(spec), storage_config(spec)
+    if check_rerun(spec, paths, cfg, stages_of(spec), replace, print):
+        storage.write_bytes(paths.spec, dump_spec(spec).encode(), cfg)
+
+
 def _stage_objects(spec: RunSpec, review: bool) -> list[Obj]:
     objs = [obj for stage in stages_of(spec) for obj in render_stage(spec, stage)]
     return [for_review(o) for o in objs] if review else objs
@@ -126,6 +140,7 @@ def _submit_to_cluster(args: argparse.Namespace) -> int:
     spec = validate(data, _source(args))
     if not args.offline:
         check_inputs(spec)
+        _check_rerun(spec, args.replace)
     if taken:
         print(f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to: {', '.join(sorted(taken))}")
     return submit(spec, replace=args.replace, wait=args.wait, context=args.context, kube=kube)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from typing import TextIO
+from typing import Any, Literal, TextIO
+
+import yaml
 
 from dynamics import constants as C
 from dynamics.constants import Stage
@@ -47,19 +49,41 @@ def show_status(kube: Kube, run: str, out: TextIO) -> int:
     return 1 if status.phase is Phase.FAILED else 0
 
 
-def list_runs(kube: Kube, out: TextIO) -> int:
-    """Print every run in the namespace with its recorded phase and stage."""
-    config_maps = kube.list(CONFIG_MAPS, RUNS_SELECTOR)
-    if not config_maps:
-        print(f"no runs in namespace {kube.namespace}", file=out)
-        return 0
-    rows = [("NAME", "PHASE", "STAGE", "AGE")]
+ListFormat = Literal["table", "wide", "name", "json", "yaml"]
+
+
+def _run_rows(config_maps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
     for cm in config_maps:
         recorded = RunStatus.loads((cm.get("data") or {}).get(C.CONFIG_STATUS_KEY))
-        phase = recorded.phase.value if recorded else Phase.PENDING.value
-        stage = recorded.stage.value if recorded and recorded.stage else "-"
-        rows.append((cm["metadata"]["name"], phase, stage, age(cm["metadata"].get("creationTimestamp"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        out.append({"name": cm["metadata"]["name"], "phase": recorded.phase.value if recorded else Phase.PENDING.value,
+                    "stage": recorded.stage.value if recorded and recorded.stage else None,
+                    "created": cm["metadata"].get("creationTimestamp"),
+                    "reason": recorded.reason if recorded else None})
+    return out
+
+
+def list_runs(kube: Kube, out: TextIO, output: ListFormat = "table") -> int:
+    """Print every run in the namespace with its recorded phase and stage (``-o`` as in kubectl)."""
+    runs = _run_rows(kube.list(CONFIG_MAPS, RUNS_SELECTOR))
+    if output in ("json", "yaml"):
+        doc = {"namespace": kube.namespace, "runs": runs}
+        print(json.dumps(doc, indent=2) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip(),
+              file=out)
+        return 0
+    if output == "name":
+        for run in runs:
+            print(run["name"], file=out)
+        return 0
+    if not runs:
+        print(f"no runs in namespace {kube.namespace}", file=out)
+        return 0
+    wide = output == "wide"
+    rows = [("NAME", "PHASE", "STAGE", "AGE", *(("CREATED", "REASON") if wide else ()))]
+    for r in runs:
+        rows.append((r["name"], r["phase"], r["stage"] or "-", age(r["created"]),
+                     *((r["created"] or "-", r["reason"] or "-") if wide else ())))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
     return 0
@@ -77,3 +101,18 @@ def cancel_run(kube: Kube, run: str, out: TextIO, *, timeout_s: float = 300.0, i
 def status_json(kube: Kube, run: str) -> str:
     """The status as JSON (``dynamics status NAME -o json``)."""
     return json.dumps(current_status(kube, run).to_json(), indent=2)
+
+
+def status_yaml(kube: Kube, run: str) -> str:
+    """The status as YAML (``dynamics status NAME -o yaml``): the same document as ``-o json``."""
+    return yaml.safe_dump(current_status(kube, run).to_json(), sort_keys=False).rstrip()
+
+
+def show_status_wide(kube: Kube, run: str, out: TextIO) -> int:
+    """The stage table plus every stage's counts (done/active/failed of total) and reason."""
+    code = show_status(kube, run, out)
+    print("\nSTAGE         DONE  ACTIVE  FAILED  TOTAL  REASON", file=out)
+    for s in current_status(kube, run).stages:
+        print(f"{s.stage.value:<12}  {s.done:>4}  {s.active:>6}  {s.failed:>6}  {s.total:>5}  {s.reason or '-'}",
+              file=out)
+    return code

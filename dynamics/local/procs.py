@@ -39,6 +39,7 @@ class Proc:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    shown: int = 0  # bytes of the log already shown live (see new_lines)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,18 @@ class Proc:
                 return first_exception([line.rstrip("\n") for line in fh])
         except FileNotFoundError:
             return None
+
+    def new_lines(self) -> list[str]:
+        """Complete log lines written since the last call: each shown once, none skipped."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self.shown)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next call
+        self.shown += end
+        return data[:end].decode("utf-8", errors="replace").splitlines()
 
     def tail(self, n: int = TAIL_LINES) -> list[str]:
         try:

@@ -12,7 +12,7 @@ from dynamics.constants import Stage
 if TYPE_CHECKING:
     from dynamics.local.procs import Proc, StageRun
 
-TICK_SECONDS = 10.0
+TICK_SECONDS = 2.0
 # "2026-01-01T00:00:00 INFO dynamics.train: " -- the message after it is what matters here.
 _LOG_PREFIX = re.compile(r"^\S+ (INFO|WARNING|ERROR|DEBUG) [\w.]+: ")
 
@@ -35,7 +35,8 @@ class Reporter(Protocol):
 
 
 class PlainReporter:
-    """One line per event, and the newest log line of a running stage every few seconds."""
+    """One line per event, and every new log line of the running processes, prefixed by process (like
+    ``kubectl logs --prefix``): each line once, none dropped."""
 
     def __init__(self) -> None:
         self.last_tick = 0.0
@@ -46,7 +47,14 @@ class PlainReporter:
     def stage_started(self, stage: Stage, n_procs: int) -> None:
         self.say(f"- {stage.value}: {n_procs} process{'es' if n_procs > 1 else ''} ...")
 
+    def _show_new(self, proc: Proc) -> None:
+        for line in proc.new_lines():
+            message = _LOG_PREFIX.sub("", line).rstrip()
+            if message:
+                self.say(f"  [{proc.label}] {message[:300]}")
+
     def proc_done(self, run: StageRun, proc: Proc) -> None:
+        self._show_new(proc)  # its last lines, written after the previous tick
         if len(run.procs) > 1:
             self.say(f"  [{run.stage.value}] {proc.label} done in {time.monotonic() - proc.started:.1f}s "
                      f"({len(run.done)}/{len(run.procs)})")
@@ -56,9 +64,8 @@ class PlainReporter:
         if now - self.last_tick < TICK_SECONDS or not running:
             return
         self.last_tick = now
-        message = last_message(running[0])
-        if message:
-            self.say(f"  [{run.stage.value}] {message}")
+        for proc in running:
+            self._show_new(proc)
 
     def stage_finished(self, stage: Stage, ok: bool) -> None:
         """Nothing to close in plain mode; the runner prints the outcome."""

@@ -29,7 +29,8 @@ SHORT = 16  # hex digits of a fingerprint in directory names (64 bits: no accide
 
 # Spec fields (camelCase paths, as in the YAML) each stage's output depends on; a section means all of it.
 STAGE_FIELDS: dict[Stage, tuple[str, ...]] = {
-    Stage.EMBED: ("data.shards", "embed.backend", "embed.model", "embed.pixelsSize", "embed.shardsPerPart"),
+    Stage.EMBED: ("data.shards", "embed.backend", "embed.model", "embed.pixelsSize", "embed.shardsPerPart",
+                  "embed.reducedShards", "embed.reducedShortSide"),
     Stage.CLUSTER_FIT: ("cluster.k", "cluster.iterations", "cluster.trainSamples",
                         "cluster.maxPointsPerCentroid", "cluster.threshold", "cluster.seed"),
     Stage.ASSIGN: (),

@@ -50,7 +50,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         if err["type"] == "string_pattern_mismatch":
             message = _pattern_message(err)
         elif err["type"] == "extra_forbidden":
-            message = "unknown field"
+            from dynamics.spec.suggest import did_you_mean  # only for this error: keeps loading light
+
+            message = "unknown field" + (f"; {hint}" if (hint := did_you_mean(tuple(err["loc"]))) else "")
         message = message.removeprefix("Value error, ")
         hint = _HINTS.get(err["type"])
         line = f"  - {_path(err['loc'])}: {message}"

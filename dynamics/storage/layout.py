@@ -72,7 +72,7 @@ class RunPaths:
 
     def reduced_shard(self, shard_index: int) -> str:
         """Reduced-resolution copy of shard ``shard_index`` (embed.reducedShards)."""
-        return self._p(C.DIR_REDUCED_SHARDS, f"{shard_index:08d}.tar")
+        return self._e(C.DIR_REDUCED_SHARDS, f"{shard_index:08d}.tar")
 
     def embed_marker(self, part: int) -> str:
         return self._e(C.DIR_EMBED, f"{part_name(part)}{C.MARKER_SUFFIX}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import threading
 import time
@@ -66,6 +67,21 @@ def test_status_list_logs_and_cancel(h: Harness, capsys: pytest.CaptureFixture[s
     assert result == {"exit": 0}
     code, _, err = run_cli(capsys, "status", RUN)
     assert code == 1 and err.startswith(f'error: run "{RUN}" not found in namespace "{NS}"')
+
+
+def test_list_and_status_output_formats(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    submit(make_spec(), kube=h.kube(), out=io.StringIO())
+    code, out, _ = run_cli(capsys, "list", "-o", "json")
+    assert code == 0 and [r["name"] for r in json.loads(out)["runs"]] == [RUN]
+    code, out, _ = run_cli(capsys, "list", "-o", "yaml")
+    assert yaml.safe_load(out)["runs"][0]["phase"] == "Pending"
+    assert run_cli(capsys, "list", "-o", "name")[1].split() == [RUN]
+    header = ["NAME", "PHASE", "STAGE", "AGE", "CREATED", "REASON"]
+    assert run_cli(capsys, "list", "-o", "wide")[1].split()[:6] == header
+    code, out, _ = run_cli(capsys, "status", RUN, "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out)["stage"] == "embed"
+    code, out, _ = run_cli(capsys, "status", RUN, "-o", "wide")
+    assert "DONE  ACTIVE  FAILED  TOTAL  REASON" in out and out.splitlines()[0].startswith(f"run {RUN}")
 
 
 def test_logs_follow_streams_until_pods_end(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:

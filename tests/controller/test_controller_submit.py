@@ -92,13 +92,13 @@ def test_cli_errors_print_without_traceback(
     monkeypatch.setenv("KUBECONFIG", str(h.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     path = spec_file(tmp_path)
-    assert cli.submit_main([str(path)]) == 0
-    assert cli.submit_main([str(path)]) == 1
+    assert cli.submit_main([str(path), "--offline"]) == 0
+    assert cli.submit_main([str(path), "--offline"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: run {RUN} already exists in namespace {NS}: use --replace or pick another name")
     assert "Traceback" not in err
     h.double.stop()
-    assert cli.submit_main([str(path), "--replace"]) == 1
+    assert cli.submit_main([str(path), "--replace", "--offline"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the Kubernetes API server at {h.double.url} (context 'kubedouble')")
     assert "Traceback" not in err and "Retrying" not in err
@@ -154,3 +154,32 @@ def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness, lau
         ("create", "", "services") if launcher == "pytorchjob" else ("create", "kubeflow.org", "pytorchjobs")
     )
     assert used == set(REQUIRED_PERMISSIONS) - {other_launcher}
+
+
+def test_cli_refuses_edited_spec_then_replace_clears_stale_stages(
+    h: Harness, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dynamics.spec.fingerprint import run_paths
+    from dynamics.spec.loader import dump_spec
+    from dynamics.stages.inputs import marker
+    from dynamics.storage import objects as storage
+    from dynamics.storage.pattern import expand
+
+    monkeypatch.setenv("KUBECONFIG", str(h.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for uri in expand(SPEC["data"]["shards"]) + expand(SPEC["eval"]["datasets"][0]["shards"]):
+        storage.write_bytes(uri, b"")
+    # A previous run of this name recorded its spec and finished scale (as its controller and stage would).
+    paths = run_paths(SPEC_OBJ)
+    storage.write_bytes(paths.spec, dump_spec(SPEC_OBJ).encode())
+    storage.write_marker(paths.scale_marker, marker(SPEC_OBJ, Stage.SCALE))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "sample": {"alpha": 0.5}}))
+    assert cli.submit_main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "sample.alpha (0.2 -> 0.5)" in err and "invalidates scale, train, eval" in err and "Traceback" not in err
+    assert not h.kube().list(JOBS)  # nothing submitted
+    assert cli.submit_main([str(path), "--replace"]) == 0
+    assert not storage.exists(paths.scale_marker)
+    assert "alpha: 0.5" in storage.read_bytes(paths.spec).decode()
+    assert [j["metadata"]["name"] for j in h.kube().list(JOBS)] == [f"{RUN}-controller"]

@@ -51,7 +51,7 @@ def test_chart_defaults_reach_the_submitted_run(h: Harness, tmp_path: Path,
     spec.pop("images", None)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    assert cli.submit_main([str(path)]) == 0
+    assert cli.submit_main([str(path), "--offline"]) == 0
     out = capsys.readouterr().out
     assert f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to:" in out and "storage.credentialsSecret" in out
 

@@ -86,11 +86,18 @@ def test_failing_stage_stops_with_its_log(tmp_path: Path) -> None:
     data["data"]["shards"] = "nowhere/{00000..00003}.tar"
     data["train"]["procsPerNode"] = 1
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
-    result = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
+    early = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
+                           capture_output=True, timeout=300)
+    # Missing shards are found before any work...
+    assert early.returncode == 2 and "nowhere/00000.tar does not exist" in early.stderr, early.stderr
+    assert not (tmp_path / "runs").exists()
+    # ...and, checks skipped, by the stage, whose summary starts with the cause.
+    result = subprocess.run([SUBMIT, "spec.yaml", "--local", "--offline"], cwd=tmp_path, env=_env(), text=True,
                             capture_output=True, timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode != 0
     assert "stage 'embed' failed" in out
+    assert "cause: error: shard pattern 'nowhere/" in out, out
     assert "Last log lines" in out and "error:" in out and "nowhere/" in out
     assert "Traceback" not in out
     assert not (tmp_path / "runs" / "quickstart" / "embed").exists() or not any(

@@ -30,7 +30,7 @@ def _tiny_spec(tmp_path: Path) -> Path:
     m = generate_demo_data(str(tmp_path / "demo"), seed=0, n_concepts=6, n_train=240, shard_size=60,
                            image_size=32, n_eval_per_class=2)
     data = spec_dict("runs", m["train"]["pattern"], approx=240,
-                     embed={"shardsPerPart": 2}, cluster={"k": 8, "trainSamples": 240})
+                     embed={"shardsPerPart": 4}, cluster={"k": 8, "trainSamples": 240})
     data["train"]["phases"] = [{"name": "p", "resolution": 32, "samples": 128, "batchPerGpu": 32, "lr": 1e-3}]
     data["eval"] = {"datasets": [{"name": "demo", "shards": m["eval"]["pattern"],
                                   "classnames": m["eval"]["classnames"], "templates": ["a {c}."]}],
@@ -57,7 +57,7 @@ def test_edit_refused_replace_redoes_downstream_and_sweep_reuses(tmp_path: Path)
     assert code == 0, out
     run, shared = tmp_path / "runs" / "quickstart", tmp_path / "runs" / "_shared"
     before = _mtimes(shared)
-    assert any(k.endswith("fit.done") for k in before) and any(k.endswith("part-00001.done") for k in before)
+    assert any(k.endswith("fit.done") for k in before) and any(k.endswith("part-00000.done") for k in before)
 
     data = yaml.safe_load(spec.read_text())
     data["sample"]["alpha"] = 0.5

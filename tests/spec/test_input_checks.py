@@ -85,3 +85,13 @@ def test_scale_refuses_a_budget_that_gives_an_empty_epoch(tmp_path: Path) -> Non
         scale_stage(spec, paths, cfg)
     assert "sample.budget" in (err.value.hint or "")
     assert not storage.exists(paths.scale_marker, cfg) and not storage.exists(paths.probs, cfg)
+
+
+def test_misspelt_fields_get_did_you_mean() -> None:
+    data = apply_sets(spec_dict("runs", SHARDS), ["sample.alpah=0.5", "train.phases[0].resoluton=32", "clustr.k=3"])
+    with pytest.raises(SpecError) as err:
+        validate(data)
+    text = str(err.value)
+    assert "sample.alpah: unknown field; did you mean 'alpha'?" in text
+    assert "train.phases[0].resoluton: unknown field; did you mean 'resolution'?" in text
+    assert "clustr: unknown field; did you mean 'cluster'?" in text
