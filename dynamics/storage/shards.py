@@ -182,9 +182,10 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None) ->
 def _unreadable_kind(tracker: _TailTracker) -> SkipReason:
     if tracker.total == 0:
         return SkipReason.EMPTY_SHARD
-    # POSIX/GNU tar headers carry "ustar" at offset 257; compressed shards start with their magic.
-    tar_like = tracker.head[257:262] == b"ustar" or tracker.head[:2] in (b"\x1f\x8b", b"BZ") \
-        or tracker.head[:6] == b"\xfd7zXZ\x00"
+    # POSIX/GNU tar headers carry "ustar" at offset 257 (a shorter file may be a tar cut short);
+    # compressed shards start with their magic.
+    head = tracker.head
+    tar_like = len(head) < 262 or head[257:262] == b"ustar" or head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
     return SkipReason.TRUNCATED_SHARD if tar_like else SkipReason.NOT_A_TAR
 
 

@@ -175,11 +175,16 @@ def test_truncation_at_member_boundary_is_detected() -> None:
     assert keys == ["000", "001", "002"] and stats.total == 0
 
 
-@pytest.mark.parametrize("cut", [0, 100, 700])
-def test_truncated_head_yields_nothing(cut: int) -> None:
+@pytest.mark.parametrize(("cut", "kind"), [(0, "empty_shard"), (100, "truncated_shard"), (700, "truncated_shard")])
+def test_truncated_head_yields_nothing(cut: int, kind: str) -> None:
     keys, stats = _iter_bytes(tar_bytes(_members(2))[:cut])
     assert keys == []
-    assert stats.to_dict() == {"truncated_shard": 1}
+    assert stats.to_dict() == {kind: 1}
+
+
+def test_not_a_tar_is_told_from_a_cut_tar() -> None:
+    keys, stats = _iter_bytes(b"<html>403 Forbidden</html>\n" * 40)
+    assert keys == [] and stats.to_dict() == {"not_a_tar": 1}
 
 
 def test_grouping_matches_webdataset(tmp_path: Any) -> None:

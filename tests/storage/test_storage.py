@@ -139,6 +139,19 @@ def test_local_temp_files_are_invisible_to_list(tmp_path: Any) -> None:
     assert storage.list_uris(str(tmp_path)) == [f"{tmp_path}/part-00001.npy"]
 
 
+def test_stale_temp_files_are_removed_and_nothing_else(tmp_path: Any) -> None:
+    stale = tmp_path / "train" / "checkpoints" / ".phase00-a-step000000004.pt.tmp-0123456789abcdef0123456789abcdef"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial")
+    keep = [tmp_path / "train" / "checkpoints" / "phase00-a-step000000002.pt", tmp_path / ".hidden.tmp-12",
+            tmp_path / "notes.tmp-0123456789abcdef0123456789abcdef"]
+    for path in keep:
+        path.write_bytes(b"x")
+    assert storage.remove_stale_temps(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and all(p.exists() for p in keep)
+    assert storage.remove_stale_temps("s3://bucket/run") == []  # S3 writes leave no temporaries
+
+
 def test_local_concurrent_reader_never_sees_partial_content(tmp_path: Any) -> None:
     target = f"{tmp_path}/shared.bin"
     size = 512 * 1024
