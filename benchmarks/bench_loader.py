@@ -256,8 +256,8 @@ def main() -> None:
                 for i, name in enumerate(args.sets)]
         register_s3_handler(None)
         _patch_open_clip_eof()
-        model = open_clip.create_model("ViT-B-16", force_image_size=args.resolution)
-        pp = open_clip.transform.PreprocessCfg(**model.visual.preprocess_cfg)
+        # ViT-B-16's preprocessing (OpenAI mean/std, bicubic) at the benchmark's size, without building it.
+        pp = open_clip.transform.PreprocessCfg(size=args.resolution)
         transform = open_clip.transform.image_transform_v2(
             pp, is_train=True, aug_cfg=open_clip.transform.AugmentationCfg(scale=SCALE))
         tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=CONTEXT)

@@ -15,7 +15,7 @@ TINY = {
     "bench_scale.py": ["--n", "3000", "--k", "50", "--shard-size", "500", "--shards-per-part", "2"],
     "bench_cluster.py": ["--k", "300", "--d", "16", "--fit-n", "2000", "--fit-k", "10", "--niter", "2",
                          "--assign-n", "500"],
-    "bench_embed.py": ["--images", "64", "--workers", "0", "--pixels-only"],
+    "bench_embed.py": ["--images", "96", "--workers", "0", "--pixels-only"],
     "bench_loader.py": ["--sets", "384", "--shards", "2", "--per-shard", "8", "--batch", "4", "--repeats", "1"],
     "bench_train_step.py": ["--device", "cpu", "--model-config", "tiny", "--batch", "2", "--steps", "1",
                             "--warmup", "0", "--resolutions", "32"],

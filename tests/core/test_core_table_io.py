@@ -22,6 +22,14 @@ def test_fixed_width_keys_match_numpy_bytes(lo: int, hi: int) -> None:
     assert got.tolist() == expected.tolist()
 
 
+def test_fixed_width_fast_path_for_equal_length_keys() -> None:
+    keys = [f"{i:05d}" for i in range(7)]
+    offsets, data = key_buffers(pa.chunked_array([pa.array(["longer-first", *keys])]))
+    got = fixed_width_keys(offsets, data, 2, 8)
+    assert got.dtype == np.dtype("S5") and got.tolist() == [k.encode() for k in keys[1:]]
+    assert got.flags.writeable  # a copy, not a view into Arrow's read-only buffer
+
+
 def test_table_bytes_identical_to_shard_table_and_reproducible() -> None:
     rng = np.random.default_rng(3)
     probs = rng.random(len(KEYS)).astype(np.float32)
