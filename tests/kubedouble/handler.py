@@ -163,7 +163,8 @@ class Handler(StreamsMixin, BaseHTTPRequestHandler):
         registry = self.double.registry
         path = path.rstrip("/") or "/"
         if path == "/version":
-            self._send_json(200, VERSION_INFO)
+            minor = self.double.kubernetes_version.split(".")[1]
+            self._send_json(200, {**VERSION_INFO, "minor": minor, "gitVersion": f"v1.{minor}.2-kubedouble"})
         elif path in ("/healthz", "/readyz", "/livez"):
             self._send_text(200, "ok")
         elif path == "/api":
