@@ -157,6 +157,8 @@ class Handler(StreamsMixin, BaseHTTPRequestHandler):
                 policy.user, verb, target.rt.group, target.authz_resource, target.namespace, target.name
             )
         policy.accesses.append(Access(verb, target.rt.group, target.authz_resource, target.namespace))
+        if policy.take_fault(verb, target.authz_resource):
+            raise apierrors.unavailable()
 
     # --- discovery ---
     def _discovery(self, path: str) -> bool:
