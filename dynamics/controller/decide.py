@@ -20,7 +20,7 @@ a controller restarted after the end of a run does nothing (even if TTL removed 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dynamics.constants import Stage
 from dynamics.controller.state import (
@@ -59,6 +59,8 @@ class Observed:
     recorded: RunStatus | None = None
     unserved_kinds: frozenset[str] = frozenset()  # kinds the API server does not serve (no CRD)
     pod_failures: Mapping[Stage, tuple[PodFailure, ...]] = field(default_factory=dict)
+    # Stages whose outputs are complete in the work directory (asked only for vanished stages).
+    complete_outputs: frozenset[Stage] = frozenset()
 
     @classmethod
     def of(
@@ -123,7 +125,35 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
     recorded = observed.recorded.stage_state(stage) if observed.recorded else None
     if recorded is not None and recorded.phase.terminal:
         return recorded
+    if recorded is not None and recorded.object is not None:
+        return _vanished(recorded, stage in observed.complete_outputs)
     return StageState(stage, Phase.PENDING)
+
+
+def _vanished(recorded: StageState, outputs_complete: bool) -> StageState:
+    """A stage whose workload this run created is gone before its end was recorded (removed by
+    ``ttlSecondsAfterFinished`` while the controller was away, or deleted by hand). Never create it
+    again (that loops with a short TTL): its outputs in the work directory say how it ended."""
+    if outputs_complete:
+        return replace(recorded, phase=Phase.SUCCEEDED, done=recorded.total, active=0,
+                       reason=f"{recorded.object} was removed after it finished; its outputs are complete")
+    return replace(recorded, phase=Phase.FAILED, active=0,
+                   reason=f"{recorded.object} was deleted before it finished and its outputs are incomplete "
+                   "(deleted by hand, or ttlSecondsAfterFinished removed a failed workload); resubmit to resume")
+
+
+def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
+    """Stages recorded as started whose workload no longer exists (the shell checks their outputs)."""
+    if observed.recorded is None or observed.recorded.phase.terminal:
+        return []
+    out = []
+    for stage in stages_of(spec):
+        recorded = observed.recorded.stage_state(stage)
+        workload = _workload(render_stage(spec, stage))
+        if (recorded is not None and recorded.object is not None and not recorded.phase.terminal
+                and workload is not None and key_of(workload) not in observed.objects):
+            out.append(stage)
+    return out
 
 
 def failed_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
@@ -182,6 +212,12 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
     assert status.stage is not None
     missing = [o for o in render_stage(spec, status.stage) if key_of(o) not in observed.objects]
     return [*(CreateObject(status.stage, o) for o in missing), WriteStatus(status)]
+
+
+def rejected(status: RunStatus, stage: Stage, reason: str) -> RunStatus:
+    """``status`` with ``stage`` failed because the API server refused one of its objects."""
+    states = [replace(s, phase=Phase.FAILED, reason=reason) if s.stage is stage else s for s in status.stages]
+    return run_status(states)
 
 
 def needs_pytorchjob(spec: RunSpec) -> bool:

@@ -20,11 +20,12 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
-from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions
+from dynamics.constants import Stage
+from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions, rejected
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
 from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
-from dynamics.controller.state import Phase, RunStatus, object_ref
+from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError, StorageError
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
@@ -40,6 +41,8 @@ EXIT_SUCCEEDED = 0
 EXIT_FAILED = 2
 # Errors that retrying cannot fix: bad credentials, missing RBAC, an object the API server rejects.
 FATAL_STATUSES = (400, 401, 403, 422)
+# After the run ended, queued Events (RunSucceeded, RunFailed) get this many more passes to be sent.
+MAX_FINAL_EVENT_TRIES = 5
 
 
 def write_resolved_spec(spec: RunSpec) -> str | None:
@@ -59,11 +62,22 @@ class Outcome(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"  # the run ConfigMap was deleted
+    REFUSED = "Refused"  # the API refused a call the controller needs (RBAC, credentials, validation)
 
     @property
     def exit_code(self) -> int:
         """Process exit code of ``dynamics controller``."""
-        return EXIT_FAILED if self is Outcome.FAILED else EXIT_SUCCEEDED
+        return EXIT_FAILED if self in (Outcome.FAILED, Outcome.REFUSED) else EXIT_SUCCEEDED
+
+
+
+class Rejected(Exception):
+    """The API server refused to create one of a stage's objects (400/403/422): retrying cannot help."""
+
+    def __init__(self, stage: Stage, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -99,6 +113,7 @@ class Controller:
         self._last: RunStatus | None = None
         self._spec_checked = False
         self._events_forbidden = False
+        self._pending_events: list[Obj] = []  # Events the API did not take yet: retried every pass
 
     def step(self) -> StepResult:
         """One pass: observe, decide, act."""
@@ -111,10 +126,17 @@ class Controller:
         if not self._spec_checked:
             self._spec_checked = True
             self._write_spec(record)
+        self._flush_events()
         actions = next_actions(record.spec, observe(self.kube, record))
         changed = False
         for action in actions:
-            changed = self._apply(record, action) or changed
+            try:
+                changed = self._apply(record, action) or changed
+            except Rejected as err:
+                status = next(a.status for a in actions if isinstance(a, WriteStatus))
+                self._apply(record, WriteStatus(rejected(status, err.stage, err.reason)))
+                log.error("run %s: %s", self.run, err.reason)
+                return StepResult(Outcome.FAILED, True)
             if isinstance(action, Finish):
                 ok = action.phase is Phase.SUCCEEDED
                 return StepResult(Outcome.SUCCEEDED if ok else Outcome.FAILED, changed)
@@ -138,28 +160,50 @@ class Controller:
         try:
             self.kube.create(obj)
         except KubeApiError as err:
+            if err.status in FATAL_STATUSES:
+                first = err.message.splitlines()[-1].strip().removeprefix("server said: ")
+                raise Rejected(action.stage, f"the API server refused {object_ref(obj)}: {first}") from err
             if err.status != 409:
                 raise
-            log.info("run %s: %s already exists; continuing", self.run, object_ref(obj))
-            return True
+            # Not ours (observe() keeps only objects this ConfigMap owns): an earlier submission's
+            # object that is still being deleted. Wait for it; adopting it would record its result.
+            log.warning("run %s: %s still exists from an earlier submission; waiting until it is deleted",
+                        self.run, object_ref(obj))
+            return False
         log.info("run %s: stage %s: created %s", self.run, action.stage.value, object_ref(obj))
         return True
 
     def _emit(self, record: RunRecord, event: RunEvent) -> None:
-        """Record an Event on the run ConfigMap; best effort (no permission: one warning, then none)."""
+        """Queue an Event on the run ConfigMap and send what is queued (see :meth:`_flush_events`)."""
         if self._events_forbidden:
             return
         now = dt.datetime.now(dt.UTC)
         obj = event_object(record.config_map, event, namespace=self.kube.namespace, now=now, instance=self.instance)
-        try:
-            self.kube.create(obj)
-        except KubeError as err:
-            first_line = err.message.splitlines()[0]
-            if isinstance(err, KubeApiError) and err.status == 403:
-                self._events_forbidden = True
-                log.warning("run %s: %s; continuing without recording Events", self.run, first_line)
-            else:
-                log.warning("run %s: could not record Event %s: %s", self.run, event.reason.value, first_line)
+        self._pending_events.append(obj)
+        self._flush_events()
+
+    def _flush_events(self) -> bool:
+        """Send queued Events in order; True when none is left. One that fails stays queued and is
+        retried on the next pass (so with the loop's backoff); no permission: one warning, then none."""
+        while self._pending_events and not self._events_forbidden:
+            obj = self._pending_events[0]
+            try:
+                self.kube.create(obj)
+            except KubeApiError as err:
+                first_line = err.message.splitlines()[0]
+                if err.status == 403:
+                    self._events_forbidden = True
+                    log.warning("run %s: %s; continuing without recording Events", self.run, first_line)
+                elif err.status != 409:  # 409: a retry of an Event that did reach the server
+                    log.warning("run %s: could not record Event %s (will retry): %s", self.run, obj["reason"],
+                                first_line)
+                    return False
+            except KubeError as err:
+                log.warning("run %s: could not record Event %s (will retry): %s", self.run, obj["reason"],
+                            err.message.splitlines()[0])
+                return False
+            self._pending_events.pop(0)
+        return True
 
     def _write_spec(self, record: RunRecord) -> None:
         """Write the resolved spec to the work directory once (not for a run that already ended)."""
@@ -181,18 +225,35 @@ class Controller:
         )
         wait = self.poll.min_s
         while not self.stop.is_set():
-            try:
-                result = self.step()
-            except KubeApiError as err:
-                if err.status in FATAL_STATUSES:
-                    raise
-                log.warning("run %s: %s (retrying)", self.run, err.message)
-                result = StepResult(None, False)
-            except KubeError as err:  # unreachable API server: keep trying, it usually comes back
-                log.warning("run %s: %s (retrying)", self.run, err.message)
-                result = StepResult(None, False)
-            if result.outcome is not None:
-                return result.outcome.exit_code
-            wait = self.poll.next(wait, result.changed)
+            outcome, changed = self._guarded_step()
+            if outcome is not None:
+                return self._finish(outcome, wait)
+            wait = self.poll.next(wait, changed)
             self.stop.wait(wait)
         return EXIT_SUCCEEDED
+
+    def _finish(self, outcome: Outcome, wait: float) -> int:
+        """The run ended: send the Events still queued (RunSucceeded, RunFailed) with the loop's
+        backoff, a few more times; then the exit code."""
+        if outcome in (Outcome.SUCCEEDED, Outcome.FAILED):
+            for _ in range(MAX_FINAL_EVENT_TRIES):
+                if self._flush_events() or self.stop.is_set():
+                    break
+                wait = self.poll.next(wait, False)
+                self.stop.wait(wait)
+        return outcome.exit_code
+
+    def _guarded_step(self) -> tuple[Outcome | None, bool]:
+        """One pass; API rejections end the run (exit 2), unreachable servers and 5xx are retried."""
+        try:
+            result = self.step()
+        except KubeApiError as err:
+            if err.status in FATAL_STATUSES:
+                log.error("run %s: %s%s", self.run, err.message, f" (fix: {err.hint})" if err.hint else "")
+                return Outcome.REFUSED, False
+            log.warning("run %s: %s (retrying)", self.run, err.message)
+            return None, False
+        except (KubeError, StorageError) as err:  # unreachable server or storage: it usually comes back
+            log.warning("run %s: %s (retrying)", self.run, err.message)
+            return None, False
+        return result.outcome, result.changed

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.decide import Observed, failed_stages
+from dynamics.controller.decide import Observed, failed_stages, vanished_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
 from dynamics.controller.resources import CONFIG_MAPS, PODS, RUN_RESOURCES
@@ -28,6 +28,9 @@ from dynamics.errors import KubeError
 from dynamics.spec import names
 from dynamics.spec.loader import load_spec_text
 from dynamics.spec.model import RunSpec
+from dynamics.stages.common import storage_config
+from dynamics.stages.progress import stage_progress
+from dynamics.storage.layout import RunPaths
 
 log = logging.getLogger("dynamics.controller")
 
@@ -128,10 +131,31 @@ def stage_pod_failures(kube: Kube, run: str, stage: Stage) -> tuple[PodFailure, 
     return (dataclasses.replace(first, log_tail=_log_tail(kube, run, pod, first)), *failures[1:])
 
 
+def owned_by(obj: Obj, config_map: Obj) -> bool:
+    """Whether ``obj`` belongs to this submission of the run: owned by its ConfigMap's uid and not
+    being deleted. Labels alone also match a cancelled run's objects still being garbage-collected."""
+    uid = config_map["metadata"]["uid"]
+    meta = obj["metadata"]
+    refs = meta.get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs) and not meta.get("deletionTimestamp")
+
+
+def _outputs_complete(spec: RunSpec, stage: Stage) -> bool:
+    """Whether every completion marker of ``stage`` is in the work directory. Raises StorageError."""
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    return stage_progress(spec, paths, stage, storage_config(spec)).complete
+
+
 def observe(kube: Kube, record: RunRecord) -> Observed:
-    """What the controller's decision needs, read from the cluster (with a failed stage's pods)."""
+    """What the controller's decision needs, read from the cluster (with a failed stage's pods, and
+    the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError."""
     objects, unserved = list_run_objects(kube, record.name)
-    observed = Observed.of(objects, record.recorded, unserved)
+    mine = [o for o in objects if owned_by(o, record.config_map)]
+    observed = Observed.of(mine, record.recorded, unserved)
+    vanished = vanished_stages(record.spec, observed)
+    if vanished:
+        complete = frozenset(s for s in vanished if _outputs_complete(record.spec, s))
+        observed = dataclasses.replace(observed, complete_outputs=complete)
     stages = failed_stages(record.spec, observed)
     if not stages:
         return observed

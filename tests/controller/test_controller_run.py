@@ -24,7 +24,6 @@ from dynamics.controller.run import EXIT_FAILED, Controller, Outcome
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.controller.status import cancel_run, show_status
 from dynamics.controller.submit import submit
-from dynamics.errors import KubeError
 from dynamics.render import stages_of
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
@@ -418,9 +417,10 @@ def test_cancel_deletes_everything_and_stops_the_controller(tmp_path: Path) -> N
 def test_missing_permission_is_fatal_but_unreachable_is_retried(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
     submitted(h)
     h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("patch", "", "configmaps")])
-    with pytest.raises(KubeError) as err:
-        Controller(h.kube(), RUN, poll=FAST_POLL).loop()
-    assert err.value.message.startswith(f'permission denied: cannot patch configmaps in namespace "{NS}"')
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).loop() == EXIT_FAILED  # not retried (a Job retry loop)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors[0].startswith(f'run {RUN}: permission denied: cannot patch configmaps in namespace "{NS}"')
+    caplog.clear()
     h.double.stop()
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()

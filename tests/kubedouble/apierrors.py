@@ -21,6 +21,7 @@ class Reason(StrEnum):
     METHOD_NOT_ALLOWED = "MethodNotAllowed"
     UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"
     GONE = "Expired"
+    SERVICE_UNAVAILABLE = "ServiceUnavailable"
 
 
 class StatusError(Exception):
@@ -127,3 +128,8 @@ def unsupported_media_type(content_type: str, accepted: list[str]) -> StatusErro
 def gone(resource_version: str) -> StatusError:
     """410: a watch from a resourceVersion the store no longer has."""
     return StatusError(410, Reason.GONE, f"too old resource version: {resource_version}")
+
+
+def unavailable() -> StatusError:
+    """503: a transient API server failure (injected by tests through ``Policy.faults``)."""
+    return StatusError(503, Reason.SERVICE_UNAVAILABLE, "the server is currently unable to handle the request")

@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from .apierrors import StatusError
+from .operator import failed_create_event, refused, with_init_container
 from .resources import EVENTS, JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
 from .store import Obj, Store, now_rfc3339
 
@@ -69,6 +70,8 @@ class Cluster:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # The operator's init-container template file text (None: v1.9's built-in alpine one).
+        self.pytorch_init_container: str | None = None
 
     # --- nodes ---
     def add_node(self, name: str, *, gpus: int = 0, labels: dict[str, str] | None = None) -> Obj:
@@ -179,11 +182,22 @@ class Cluster:
             pod_name = f"{name}-{i}-{uuid.uuid4().hex[:5]}" if indexed else f"{name}-{uuid.uuid4().hex[:5]}"
             if indexed:
                 labels[JOB_INDEX_LABEL] = str(i)
-            pods.append(
-                self.create_pod(namespace, pod_name, owner=job, labels=labels, spec=template.get("spec"), log=log)
-            )
-        self._write_status(JOBS, namespace, name, {"startTime": now_rfc3339(), "active": count, "ready": count})
+            pod = self._controller_creates(job, pod_name, labels, template.get("spec"), log)
+            pods += [pod] if pod is not None else []
+        self._write_status(JOBS, namespace, name, {"startTime": now_rfc3339(), "active": len(pods), "ready": len(pods)})
         return pods
+
+    def _controller_creates(self, owner: Obj, name: str, labels: dict[str, str], spec: Obj | None,
+                            log: str | None) -> Obj | None:
+        """A controller's pod create: a pod refused by admission becomes a FailedCreate Event instead."""
+        namespace = owner["metadata"]["namespace"]
+        try:
+            return self.create_pod(namespace, name, owner=owner, labels=labels, spec=spec, log=log)
+        except StatusError as err:
+            if not refused(err):
+                raise
+            self.store.create(EVENTS, namespace, failed_create_event(owner, err.message))
+            return None
 
     def progress_job(self, namespace: str, name: str, succeeded: list[int]) -> Obj:
         """Record some completed indexes of a still-running Job."""
@@ -319,17 +333,13 @@ class Cluster:
                         KF_OPERATOR: "pytorchjob-controller",
                     }
                 )
-                pods.append(
-                    self.create_pod(
-                        namespace,
-                        f"{name}-{rtype.lower()}-{i}",
-                        owner=job,
-                        labels=labels,
-                        spec=template.get("spec"),
-                        log=log,
-                    )
-                )
-            replica_statuses[rtype] = {"active": replicas}
+                spec = template.get("spec") or {}
+                if rtype == "Worker" and "Master" in job["spec"]["pytorchReplicaSpecs"]:
+                    spec = with_init_container(spec, self.pytorch_init_container, f"{name}-master-0")
+                pod = self._controller_creates(job, f"{name}-{rtype.lower()}-{i}", labels, spec, log)
+                pods += [pod] if pod is not None else []
+            replica_statuses[rtype] = {"active": sum(p["metadata"]["name"].startswith(f"{name}-{rtype.lower()}-")
+                                                     for p in pods)}
         self._write_status(
             PYTORCHJOBS,
             namespace,

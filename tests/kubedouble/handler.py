@@ -157,13 +157,16 @@ class Handler(StreamsMixin, BaseHTTPRequestHandler):
                 policy.user, verb, target.rt.group, target.authz_resource, target.namespace, target.name
             )
         policy.accesses.append(Access(verb, target.rt.group, target.authz_resource, target.namespace))
+        if policy.take_fault(verb, target.authz_resource):
+            raise apierrors.unavailable()
 
     # --- discovery ---
     def _discovery(self, path: str) -> bool:
         registry = self.double.registry
         path = path.rstrip("/") or "/"
         if path == "/version":
-            self._send_json(200, VERSION_INFO)
+            minor = self.double.kubernetes_version.split(".")[1]
+            self._send_json(200, {**VERSION_INFO, "minor": minor, "gitVersion": f"v1.{minor}.2-kubedouble"})
         elif path in ("/healthz", "/readyz", "/livez"):
             self._send_text(200, "ok")
         elif path == "/api":

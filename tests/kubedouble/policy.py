@@ -31,6 +31,15 @@ class Policy:
     token: str | None = None
     allow: set[Permission] | None = None
     accesses: list[Access] = field(default_factory=list)
+    # (verb, resource) -> how many of the next such requests fail with 503 (a flaky API server)
+    faults: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def take_fault(self, verb: str, resource: str) -> bool:
+        """Whether this request is one of the injected transient failures (consumes one)."""
+        left = self.faults.get((verb, resource), 0)
+        if left > 0:
+            self.faults[(verb, resource)] = left - 1
+        return left > 0
 
     def allows(self, verb: str, group: str, resource: str) -> bool:
         """Whether ``verb`` on ``group``/``resource`` is allowed."""

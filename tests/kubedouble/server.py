@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .admission import Admission
 from .cluster import Cluster
 from .handler import Handler
 from .policy import DEFAULT_USER, Access, Permission, Policy
@@ -68,9 +69,11 @@ class KubeDouble:
         allow: Iterable[Permission] | None = None,
         gc_delay: float = 0.0,
         namespaces: Iterable[str] = ("default",),
+        kubernetes_version: str = "1.35",
     ) -> None:
+        self.kubernetes_version = kubernetes_version
         self.registry = Registry(kubeflow=kubeflow)
-        self.store = Store(gc_delay=gc_delay)
+        self.store = Store(gc_delay=gc_delay, admission=Admission(kubernetes_version))
         self.cluster = Cluster(self.store)
         for namespace in namespaces:
             self.store.ensure_namespace(namespace)

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from . import apierrors
+from .admission import Admission
 from .patch import PatchType, apply_patch
 from .resources import EVENTS, GROUP_BATCH, NAMESPACES, ResourceType
 
@@ -74,8 +75,9 @@ def _meta(obj: Obj) -> Obj:
 class Store:
     """Thread-safe object store; every public method takes the one lock."""
 
-    def __init__(self, *, gc_delay: float = 0.0) -> None:
+    def __init__(self, *, gc_delay: float = 0.0, admission: Admission | None = None) -> None:
         self.gc_delay = gc_delay
+        self.admission = admission or Admission()
         self.closed = False
         self.cond = threading.Condition(threading.RLock())
         self._objects: dict[Key, tuple[ResourceType, Obj]] = {}
@@ -175,6 +177,9 @@ class Store:
             if rt is EVENTS:
                 _validate_event(obj)
             self._default_on_create(rt, obj)
+            self.admission.validate(rt, obj)
+            if rt.namespaced:
+                self.admission.pod_security(rt, obj, self._objects[_key(NAMESPACES, None, namespace or "")][1])
             if dry_run:
                 return obj
             self._objects[key] = (rt, obj)
@@ -239,6 +244,8 @@ class Store:
             if wanted_rv and wanted_rv != old["metadata"]["resourceVersion"]:
                 raise apierrors.conflict(rt, name)
             merged = self._merge_update(rt, old, new, status=status)
+            if not status:
+                self.admission.on_update(rt, old, merged)
             if merged == old:
                 return copy.deepcopy(old)
             previous = copy.deepcopy(old)

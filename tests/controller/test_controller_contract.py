@@ -1,0 +1,166 @@
+"""The controller against a real cluster's contract (issue 12): API rejections end the run with the
+API's message, a resubmitted name never adopts the old run's objects, a stage removed by a TTL is
+never re-created, and Events survive a flaky API server (issue 14)."""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from pathlib import Path
+
+import pytest
+from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec, wait_until
+
+from dynamics import constants as C
+from dynamics.constants import Stage
+from dynamics.controller import decide
+from dynamics.controller.kube import REQUIRED_PERMISSIONS, Kube
+from dynamics.controller.resources import CONFIG_MAPS, JOBS
+from dynamics.controller.run import EXIT_FAILED, Controller, Outcome
+from dynamics.controller.state import Phase, RunStatus
+from dynamics.controller.submit import submit
+from dynamics.render import render_stage, stages_of
+from dynamics.spec.model import RunSpec
+from dynamics.stages.common import storage_config
+from dynamics.stages.progress import stage_markers
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import RunPaths
+
+SPEC = make_spec()
+EMBED_JOB = f"{RUN}-embed"
+pytestmark = pytest.mark.usefixtures("work_bucket")
+
+
+def submitted(h: Harness, spec: RunSpec = SPEC) -> Kube:
+    kube = h.kube()
+    assert submit(spec, kube=kube, out=io.StringIO()) == 0
+    return kube
+
+
+def recorded(kube: Kube) -> RunStatus:
+    cm = kube.get(CONFIG_MAPS, RUN)
+    assert cm is not None
+    status = RunStatus.loads(cm["data"].get(C.CONFIG_STATUS_KEY))
+    assert status is not None
+    return status
+
+
+def job_creates(h: Harness) -> int:
+    return sum(1 for a in h.double.accesses if (a.verb, a.resource) == ("create", "jobs"))
+
+
+def test_a_422_fails_the_run_with_the_apis_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 items 1+7: a Job that 1.29 rejects fails the run at once (exit 2), not a retry loop."""
+    def old_render(spec: RunSpec, stage: Stage) -> list[dict]:
+        objs = copy.deepcopy(render_stage(spec, stage))
+        for obj in objs:
+            for rule in obj.get("spec", {}).get("podFailurePolicy", {}).get("rules", []):
+                for cond in rule.get("onPodConditions", []):
+                    cond.pop("status")
+        return objs
+
+    monkeypatch.setattr(decide, "render_stage", old_render)
+    with harness(tmp_path, kubernetes_version="1.29", namespaces=(NS,)) as h:
+        kube = submitted(h)
+        assert Controller(h.kube(), RUN, poll=FAST_POLL).loop() == EXIT_FAILED
+        status = recorded(kube)
+        assert status.phase is Phase.FAILED and status.stage is Stage.EMBED
+        assert status.reason is not None
+        assert f"the API server refused job/{EMBED_JOB}" in status.reason
+        assert "spec.podFailurePolicy.rules[0].onPodConditions[0].status: Required value" in status.reason
+
+
+def test_a_forbidden_stage_create_fails_the_run(h: Harness) -> None:
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("create", "batch", "jobs")] + [("get", "", "*")])
+    kube = h.kube()
+    h.double.allow(None)
+    submitted(h)
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("create", "batch", "jobs")])
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
+    reason = recorded(kube).reason or ""
+    assert "the API server refused job/" in reason and "cannot create resource" in reason
+
+
+def test_resubmitted_name_never_adopts_the_old_runs_objects(tmp_path: Path) -> None:
+    """Issue 12 item 8: cancel, then resubmit at once, while GC still deletes the old Jobs."""
+    with harness(tmp_path, gc_delay=1.0) as h:
+        kube = submitted(h)
+        old = Controller(h.kube(), RUN, poll=FAST_POLL)
+        old.step()
+        h.play_stage(SPEC, Stage.EMBED)  # the old run's embed Job is Complete
+        kube.delete(CONFIG_MAPS, RUN)  # cancel: GC deletes the old objects after a while,
+        kube.delete(JOBS, f"{RUN}-{C.SUFFIX_CONTROLLER}")  # in any order: here the controller Job first
+        submitted(h)
+        new = Controller(h.kube(), RUN, poll=FAST_POLL)
+        assert new.step().outcome is None
+        embed = recorded(kube).stage_state(Stage.EMBED)
+        assert embed is not None and embed.phase is Phase.PENDING  # not Succeeded from the old Job
+        wait_until(lambda: kube.get(JOBS, EMBED_JOB) is None, timeout=10)
+        new.step()
+        job = kube.get(JOBS, EMBED_JOB)
+        cm = kube.get(CONFIG_MAPS, RUN)
+        assert job is not None and cm is not None
+        assert job["metadata"]["ownerReferences"][0]["uid"] == cm["metadata"]["uid"]
+        new.step()  # the next pass sees its own Job
+        assert recorded(kube).stage_state(Stage.EMBED).phase is Phase.RUNNING  # type: ignore[union-attr]
+
+
+def _write_markers(spec: RunSpec, stage: Stage) -> None:
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    for marker in stage_markers(spec, paths, stage):
+        storage.write_bytes(marker, b"{}", storage_config(spec))
+
+
+@pytest.mark.parametrize("outputs_complete", [True, False], ids=["outputs-complete", "outputs-missing"])
+def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete: bool) -> None:
+    """Issue 12 item 9: the workload finished and was deleted (ttlSecondsAfterFinished: 0, or the
+    controller was down longer than the TTL) before its end was recorded."""
+    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 0})
+    run, job = spec.name, f"{spec.name}-embed"
+    kube = submitted(h, spec)
+    controller = Controller(h.kube(), run, poll=FAST_POLL)
+    controller.step()
+    h.double.cluster.start_job(NS, job)
+    controller.step()  # recorded: embed Running on job/<run>-embed
+    h.double.cluster.succeed_job(NS, job)
+    if outputs_complete:
+        _write_markers(spec, Stage.EMBED)
+    kube.delete(JOBS, job)  # the TTL controller, before the controller saw Complete
+    creates = job_creates(h)
+    for _ in range(5):
+        controller.step()
+    cm = kube.get(CONFIG_MAPS, run)
+    assert cm is not None
+    embed = RunStatus.loads(cm["data"][C.CONFIG_STATUS_KEY]).stage_state(Stage.EMBED)  # type: ignore[union-attr]
+    assert embed is not None
+    if outputs_complete:
+        assert embed.phase is Phase.SUCCEEDED
+        assert job_creates(h) == creates + 1  # the next stage (cluster-fit), once; embed never again
+    else:
+        assert embed.phase is Phase.FAILED and "deleted before it finished" in (embed.reason or "")
+        assert job_creates(h) == creates
+
+
+def test_events_are_retried_including_run_succeeded(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 14: an Event the API fails to take (503) is retried with the loop's backoff, RunSucceeded too."""
+    kube = submitted(h)
+    stop, result = h.start_controller()
+    for stage in stages_of(SPEC):
+        name = f"{RUN}-{stage.value}"
+        wait_until(lambda name=name: any(o["metadata"]["name"] == name for o in _workloads(kube)))
+        if stage is stages_of(SPEC)[-1]:
+            h.double.policy.faults[("create", "events")] = 2
+        h.play_stage(SPEC, stage)
+    wait_until(lambda: "exit" in result)
+    assert result["exit"] == 0 and recorded(kube).phase is Phase.SUCCEEDED
+    reasons = [e["reason"] for e in h.double.cluster.events(NS, RUN)]
+    assert reasons[-1] == "RunSucceeded" and reasons.count("RunSucceeded") == 1
+    assert any("will retry" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    stop.set()
+
+
+def _workloads(kube: Kube) -> list[dict]:
+    from dynamics.controller.runs import list_run_objects
+
+    return list_run_objects(kube, RUN)[0]
