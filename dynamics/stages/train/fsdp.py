@@ -12,6 +12,7 @@ checkpoint into one open_clip ``state_dict`` without any process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import Any
@@ -117,3 +118,6 @@ def delete_shards(checkpoint_uri: str, cfg: StorageConfig | None) -> None:
     """Delete a checkpoint's shard directory, if it has one."""
     for uri in storage.list_uris(shard_dir(checkpoint_uri), cfg):
         storage.delete(uri, cfg)
+    if not storage.is_s3(checkpoint_uri):  # S3 has no directories; a local one would stay behind empty
+        with contextlib.suppress(OSError):
+            os.rmdir(storage.local_path(shard_dir(checkpoint_uri)))

@@ -95,7 +95,8 @@ def _wrap(model: torch.nn.Module, d: Dist, *, sharded: bool, static: bool) -> to
 
 
 def _scalar(value: torch.Tensor) -> float:
-    return float(value.full_tensor() if isinstance(value, DTensor) else value)
+    # Rank 0 only, so no collective: FSDP's dim-0 chunks put a 1-element parameter on rank 0.
+    return float(value.to_local() if isinstance(value, DTensor) else value)
 
 
 class PhaseTrainer:
