@@ -68,3 +68,13 @@ def test_marker_of_another_spec_is_not_complete_and_stage_refuses_it(tmp_path: P
     assert not stage_complete(edited, paths, Stage.SCALE, cfg)
     with pytest.raises(DynamicsError, match="different spec"):
         already_done(paths.scale_marker, edited, Stage.SCALE, cfg)
+
+
+def test_recorded_spec_lacking_a_defaulted_field_is_not_a_change(tmp_path: Path) -> None:
+    import yaml
+
+    spec, paths, cfg, _ = _fake_run(tmp_path)
+    recorded = yaml.safe_load(storage.read_bytes(paths.spec, cfg))
+    del recorded["sample"]["decimals"]  # as a version of dynamics before that field would have written it
+    storage.write_bytes(paths.spec, yaml.safe_dump(recorded).encode(), cfg)
+    assert check_rerun(spec, paths, cfg, STAGES, replace=False, say=print) == {}
