@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynamics import constants as C
 from dynamics.render import render_stage, render_submission, stages_of
@@ -16,6 +17,9 @@ from dynamics.spec.loader import merge_defaults, read_spec_data, validate
 from dynamics.spec.model import RunSpec
 from dynamics.spec.overrides import apply_sets
 from dynamics.stages.preflight import check_inputs
+
+if TYPE_CHECKING:
+    from dynamics.controller.kube import Kube
 
 EPILOG = """\
 examples:
@@ -62,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-stages", action="store_true",
                    help="--output-dir: also write every stage's objects, suspended and labelled "
                    f"{C.LABEL_REVIEW}={C.REVIEW_SUSPENDED} (for review; applying them starts nothing)")
+    p.add_argument("--namespace-defaults", action="store_true",
+                   help="--helm-values/--dry-run/--output-dir: fill unset fields from the namespace's "
+                   f"{C.DEFAULTS_CONFIG_MAP} ConfigMap, as a submission does (needs cluster access)")
     p.add_argument("--workdir", help="--local: override storage.workdir (e.g. ./runs)")
     p.add_argument("--max-parallel", type=int, default=2, help="--local: indexed-job processes at once")
     return p
@@ -73,7 +80,10 @@ def run_submit(argv: Sequence[str]) -> int:
     local_only = args.dry_run or args.output_dir or args.helm_values or args.local
     if not local_only:
         return _submit_to_cluster(args)
-    spec = validate(_spec_data(args), _source(args))
+    data = _spec_data(args)
+    spec = validate(data, _source(args))
+    if args.namespace_defaults and not args.local:
+        spec = _with_namespace_defaults(args, data, spec)[1]
     if args.dry_run:
         sys.stdout.write(dump_all(render_submission(spec) + _stage_objects(spec, review=False)))
         return 0
@@ -126,21 +136,28 @@ def _spec_data(args: argparse.Namespace) -> dict:
     return data
 
 
-def _submit_to_cluster(args: argparse.Namespace) -> int:
-    """Fill unset fields from the namespace's defaults (the Helm chart's), validate, submit."""
+def _with_namespace_defaults(args: argparse.Namespace, data: dict, own: RunSpec) -> tuple[Kube, RunSpec]:
+    """The spec with unset fields filled from the namespace's defaults (the Helm chart's); says which."""
     from dynamics.controller.defaults import namespace_defaults
     from dynamics.controller.kube import connect
+
+    kube = connect(context=args.context, namespace=own.namespace, kubeconfig=args.kubeconfig)
+    data, taken = merge_defaults(namespace_defaults(kube), data)
+    spec = validate(data, _source(args))
+    if taken:  # on stderr: stdout may be the YAML being written
+        print(f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to: {', '.join(sorted(taken))}",
+              file=sys.stderr if args.helm_values or args.dry_run else sys.stdout)
+    return kube, spec
+
+
+def _submit_to_cluster(args: argparse.Namespace) -> int:
+    """Fill unset fields from the namespace's defaults (the Helm chart's), validate, submit."""
     from dynamics.controller.submit import submit
 
     data = _spec_data(args)
     # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields.
-    own = validate(data, _source(args))
-    kube = connect(context=args.context, namespace=own.namespace, kubeconfig=args.kubeconfig)
-    data, taken = merge_defaults(namespace_defaults(kube), data)
-    spec = validate(data, _source(args))
+    kube, spec = _with_namespace_defaults(args, data, validate(data, _source(args)))
     if not args.offline:
         check_inputs(spec)
         _check_rerun(spec, args.replace)
-    if taken:
-        print(f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to: {', '.join(sorted(taken))}")
     return submit(spec, replace=args.replace, wait=args.wait, context=args.context, kube=kube)

@@ -94,11 +94,15 @@ class Data(Model):
 class Images(Model):
     """Container images per stage (full references, pinned by tag)."""
 
-    embedder: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-embedder:{C.DEFAULT_IMAGE_TAG}"
-    clusterer: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-clusterer:{C.DEFAULT_IMAGE_TAG}"
-    trainer: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-trainer:{C.DEFAULT_IMAGE_TAG}"
-    controller: str = f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-controller:{C.DEFAULT_IMAGE_TAG}"
-    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    embedder: str = Field(f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-embedder:{C.DEFAULT_IMAGE_TAG}",
+                          description="Image of the embed pods.")
+    clusterer: str = Field(f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-clusterer:{C.DEFAULT_IMAGE_TAG}",
+                           description="Image of the cluster-fit, assign and scale pods.")
+    trainer: str = Field(f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-trainer:{C.DEFAULT_IMAGE_TAG}",
+                         description="Image of the train and eval pods.")
+    controller: str = Field(f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-controller:{C.DEFAULT_IMAGE_TAG}",
+                            description="Image of the controller Job.")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="imagePullPolicy.")
 
 
 class Embed(Model):
@@ -134,7 +138,7 @@ class Cluster(Model):
     max_points_per_centroid: int = Field(256, ge=1, description="FAISS cap on training points per centroid.")
     threshold: float = Field(0.70, gt=0, le=1, description="Refinement: drop a centroid whose cosine "
                              "similarity to an already kept one is >= threshold.")
-    seed: int = 42
+    seed: int = Field(42, description="Seed of the training subset and of k-means.")
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
     assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
     resources: Resources = Resources(cpu="16", memory="128Gi")
@@ -150,20 +154,20 @@ class Sample(Model):
     unknown_prob: float = Field(0.5, ge=0, le=1, description="Probability for samples missing from the "
                                 "tables (the reference uses 0.5 silently; we count them).")
     decimals: int = Field(6, ge=1, le=12, description="p_c is rounded to this many decimals (reference: 6).")
-    seed: int = 42
+    seed: int = Field(42, description="Seed of the per-epoch sample draws (same subset on any machine).")
 
 
 class Phase(Model):
     """One training phase (e.g. 112 px then 224 px)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=20)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=20, description="Phase name (in checkpoint names).")
     resolution: int = Field(ge=16, le=1024, description="Image size (open_clip force_image_size).")
     samples: int = Field(gt=0, description="Samples seen in this phase.")
     samples_per_epoch: int | None = Field(
         None, gt=0, description="Samples per epoch; default budget * data.approxSamples."
     )
-    batch_per_gpu: int = Field(ge=1)
-    lr: float = Field(gt=0)
+    batch_per_gpu: int = Field(ge=1, description="Batch size per process (GPU).")
+    lr: float = Field(gt=0, description="Peak learning rate (cosine decay after warm-up).")
     warmup: int = Field(0, ge=0, description="Warm-up steps.")
 
 
@@ -329,8 +333,8 @@ class Eval(Model):
     """Zero-shot evaluation after training."""
 
     datasets: list[EvalDataset] = Field(min_length=1)
-    batch_size: int = Field(256, ge=1)
-    gpus: int = Field(1, ge=0, le=8)
+    batch_size: int = Field(256, ge=1, description="Images per forward pass.")
+    gpus: int = Field(1, ge=0, le=8, description="GPUs for the eval pod (0 = CPU).")
 
 
 class Toleration(Model):
@@ -373,7 +377,8 @@ class RunSpec(Model):
     api_version: Literal["dynamics.io/v1alpha1"] = "dynamics.io/v1alpha1"
     kind: Literal["DynamicsRun"] = "DynamicsRun"
     name: str = Field(description="Run name: a DNS-1123 label; prefixes every object of the run.")
-    namespace: str = Field("default", pattern=DNS_LABEL.pattern, max_length=MAX_NAME)
+    namespace: str = Field("default", pattern=DNS_LABEL.pattern, max_length=MAX_NAME,
+                           description="Namespace of every object of the run.")
     storage: Storage
     data: Data
     images: Images = Images()

@@ -15,7 +15,7 @@ from dynamics.core.kmeans import assign_nearest, gpu_available
 from dynamics.core.scaling import counts_from_labels
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import already_done, marker, read_vectors, require
+from dynamics.stages.inputs import already_done, marker, read_vectors, require_stage
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -27,8 +27,8 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
     if already_done(paths.assign_marker(part), spec, Stage.ASSIGN, cfg):
         log.info("assign part %d already complete; nothing to do", part)
         return False
-    require([paths.cluster_marker], "cluster-fit", cfg)
-    require([paths.embed_marker(part)], "embed", cfg)
+    require_stage(spec, Stage.CLUSTER_FIT, [paths.cluster_marker], cfg)
+    require_stage(spec, Stage.EMBED, [paths.embed_marker(part)], cfg)
     kept = storage.read_npy(paths.kept, cfg)
     vectors = read_vectors(paths, part, cfg)
     # At full scale (1M rows x 50k centroids per part) this is a GPU job: FAISS on the GPU when present.

@@ -22,7 +22,7 @@ from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import EvalDataset, RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import already_done, marker, require
+from dynamics.stages.inputs import already_done, marker, require_stage
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats, decode_image, iter_samples, resolve_shards
@@ -149,7 +149,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
     if already_done(paths.eval_marker, spec, Stage.EVAL, cfg):
         log.info("eval already complete (%s exists); nothing to do", paths.eval_marker)
         return False
-    require([paths.train_marker], "train", cfg)
+    require_stage(spec, Stage.TRAIN, [paths.train_marker], cfg)
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     from dynamics.stages.train.checkpoint import load_latest

@@ -51,10 +51,23 @@ def require(markers: list[str], stage: str, cfg: storage.StorageConfig) -> list[
     return payloads
 
 
+def require_stage(spec: RunSpec, stage: Stage, markers: list[str], cfg: storage.StorageConfig) -> list[dict]:
+    """:func:`require`, and every marker made for this spec: inputs are verified by fingerprint, never
+    taken on their location alone."""
+    payloads = require(markers, stage.value, cfg)
+    want = stage_fingerprint(spec, stage)
+    stale = [uri for uri, p in zip(markers, payloads, strict=True) if p.get(C.MARKER_FINGERPRINT) != want]
+    if stale:
+        raise DynamicsError(f"the {stage.value} outputs {stale[0]} were made for a different spec than this run's",
+                            hint="rerun with `dynamics-submit SPEC --replace`, or give the run a new name",
+                            exit_code=2)
+    return payloads
+
+
 def embed_part_rows(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> list[int]:
     """Rows per embed part, from the embed markers (all must exist)."""
     markers = [paths.embed_marker(i) for i in range(embed_parts(spec))]
-    return [int(p["rows"]) for p in require(markers, "embed", cfg)]
+    return [int(p["rows"]) for p in require_stage(spec, Stage.EMBED, markers, cfg)]
 
 
 def read_vectors(paths: RunPaths, part: int, cfg: storage.StorageConfig) -> np.ndarray:

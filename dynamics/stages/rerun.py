@@ -15,9 +15,9 @@ import yaml
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.errors import DynamicsError
+from dynamics.errors import DynamicsError, SpecError
 from dynamics.spec.fingerprint import Change, describe, invalidated
-from dynamics.spec.loader import resolved_dict
+from dynamics.spec.loader import resolved_dict, validate
 from dynamics.spec.model import RunSpec
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -42,8 +42,18 @@ def recorded_changes(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
         raise DynamicsError(f"{paths.spec} is not valid YAML: {exc}",
                             hint="delete the run's work directory, or give the run a new name") from exc
     wanted = set(stages)
-    return {s: c for s, c in invalidated(old if isinstance(old, dict) else {}, resolved_dict(spec)).items()
-            if s in wanted}
+    return {s: c for s, c in invalidated(_resolved(old), resolved_dict(spec)).items() if s in wanted}
+
+
+def _resolved(old: object) -> dict:
+    """The recorded spec with today's defaults filled in, so that a field added by a newer version of
+    dynamics (at its default) is not taken for a change; as recorded when it no longer validates."""
+    if not isinstance(old, dict):
+        return {}
+    try:
+        return resolved_dict(validate(old, "recorded spec"))
+    except SpecError:
+        return old
 
 
 def clear_stage(paths: RunPaths, stage: Stage, cfg: storage.StorageConfig) -> int:

@@ -51,6 +51,11 @@ def test_chart_defaults_reach_the_submitted_run(h: Harness, tmp_path: Path,
     spec.pop("images", None)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
+    # --helm-values with --namespace-defaults writes what a submission would create.
+    assert cli.submit_main([str(path), "--helm-values", "--namespace-defaults"]) == 0
+    values = capsys.readouterr()
+    assert yaml.safe_load(values.out)["run"]["storage"]["credentialsSecret"] == "team-s3"
+    assert "storage.credentialsSecret" in values.err
     assert cli.submit_main([str(path), "--offline"]) == 0
     out = capsys.readouterr().out
     assert f"namespace defaults ({C.DEFAULTS_CONFIG_MAP}) applied to:" in out and "storage.credentialsSecret" in out

@@ -68,3 +68,24 @@ def test_marker_of_another_spec_is_not_complete_and_stage_refuses_it(tmp_path: P
     assert not stage_complete(edited, paths, Stage.SCALE, cfg)
     with pytest.raises(DynamicsError, match="different spec"):
         already_done(paths.scale_marker, edited, Stage.SCALE, cfg)
+
+
+def test_recorded_spec_lacking_a_defaulted_field_is_not_a_change(tmp_path: Path) -> None:
+    import yaml
+
+    spec, paths, cfg, _ = _fake_run(tmp_path)
+    recorded = yaml.safe_load(storage.read_bytes(paths.spec, cfg))
+    del recorded["sample"]["decimals"]  # as a version of dynamics before that field would have written it
+    storage.write_bytes(paths.spec, yaml.safe_dump(recorded).encode(), cfg)
+    assert check_rerun(spec, paths, cfg, STAGES, replace=False, say=print) == {}
+
+
+def test_inputs_are_verified_by_fingerprint_not_location(tmp_path: Path) -> None:
+    from dynamics.stages.scale.main import cluster_sizes
+
+    spec, paths, cfg, _ = _fake_run(tmp_path)
+    # Outputs at the right place but made for other cluster settings (say, copied by hand).
+    other = make_spec(str(tmp_path), "data/{0..1}.tar", cluster={"k": 3})
+    storage.write_marker(paths.assign_marker(0), marker(other, Stage.ASSIGN), cfg)
+    with pytest.raises(DynamicsError, match=r"assign outputs .* were made for a different spec"):
+        cluster_sizes(spec, paths, cfg)

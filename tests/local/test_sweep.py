@@ -76,6 +76,7 @@ def test_edit_refused_replace_redoes_downstream_and_sweep_reuses(tmp_path: Path)
         assert f"  {stage} complete in" in out
     assert _mtimes(shared) == before  # embeddings and clusters untouched
     assert json.loads((run / "sample" / "report.json").read_text())["alpha"] == 0.5
+    assert (run / "train" / "checkpoints" / "open_clip_config.json").exists()
     assert "alpha: 0.5" in (run / "spec.yaml").read_text()
 
     code, out = _submit(tmp_path, "--set", "sample.alpha=1.0", "--set", "name=a10")

@@ -178,14 +178,20 @@ def test_loss_decreases(reference: Run) -> None:
 
 def test_finished_run_is_a_noop(reference: Run, bucket: Bucket, tmp_path: Path) -> None:
     assert reference.returncode == 0, reference.log[-4000:]
-    spec = spec_dict(reference.workdir, bucket.pattern, bucket.n_samples)
-    spec_path = write_spec(str(tmp_path / "again.yaml"), spec)
     before = ckpt.list_checkpoints(reference.paths, None)
-    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dynamics"), "stage", "train",
-                             "--spec", spec_path], env={**os.environ, **bucket.env}, capture_output=True,
-                            text=True, timeout=120)
+
+    def train(spec_path: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([os.path.join(os.path.dirname(sys.executable), "dynamics"), "stage", "train",
+                               "--spec", spec_path], env={**os.environ, **bucket.env}, capture_output=True,
+                              text=True, timeout=120)
+
+    result = train(reference.spec_path)
     assert result.returncode == 0, result.stderr
     assert "already finished" in result.stderr
+    # The same run name with other training settings: its marker was made for another spec.
+    other = write_spec(str(tmp_path / "other.yaml"), spec_dict(reference.workdir, bucket.pattern, bucket.n_samples))
+    result = train(other)
+    assert result.returncode == 2 and "different spec" in result.stderr, result.stderr
     assert ckpt.list_checkpoints(reference.paths, None) == before
 
 

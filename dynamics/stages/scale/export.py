@@ -12,9 +12,10 @@ import logging
 import tempfile
 from collections.abc import Iterator
 
+from dynamics.constants import Stage
 from dynamics.core.sampler import ShardTable, iter_ref_json
 from dynamics.spec.model import RunSpec
-from dynamics.stages.inputs import require
+from dynamics.stages.inputs import require_stage
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -29,7 +30,7 @@ def _pairs(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> Iterat
 
 def export_ref_json(spec: RunSpec, paths: RunPaths, out: str, cfg: storage.StorageConfig) -> int:
     """Write the reference JSON to ``out`` (local path or s3://); returns the number of keys."""
-    require([paths.scale_marker], "scale", cfg)
+    require_stage(spec, Stage.SCALE, [paths.scale_marker], cfg)
     total = 0
 
     def counted() -> Iterator[tuple[str, float]]:

@@ -16,7 +16,7 @@ from dynamics.errors import DynamicsError
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
-from dynamics.stages.inputs import already_done, marker, require
+from dynamics.stages.inputs import already_done, marker, require_stage
 from dynamics.stages.scale.plot import size_plot_png
 from dynamics.stages.scale.tables import write_shard_tables
 from dynamics.storage import objects as storage
@@ -28,7 +28,7 @@ log = logging.getLogger("dynamics.scale")
 def cluster_sizes(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> np.ndarray:
     """n_c summed over every assign part's counts (all parts must be assigned)."""
     parts = range(embed_parts(spec))
-    require([paths.assign_marker(i) for i in parts], "assign", cfg)
+    require_stage(spec, Stage.ASSIGN, [paths.assign_marker(i) for i in parts], cfg)
     sizes = None
     for i in parts:
         counts = storage.read_npy(paths.assign_counts(i), cfg).astype(np.int64)

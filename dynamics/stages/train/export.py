@@ -23,9 +23,10 @@ import torch
 from safetensors.torch import save_file
 
 from dynamics import constants as C
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import RunSpec
-from dynamics.stages.inputs import require
+from dynamics.stages.inputs import require_stage
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.fsdp import consolidate
 from dynamics.stages.train.model import open_clip_config
@@ -37,8 +38,8 @@ WEIGHTS = "open_clip_model.safetensors"
 OPEN_CLIP_KEYS = ("epoch", "name", "state_dict")
 
 
-def _final_checkpoint(paths: RunPaths, cfg: storage.StorageConfig) -> str:
-    marker = require([paths.train_marker], "train", cfg)[0]
+def _final_checkpoint(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> str:
+    marker = require_stage(spec, Stage.TRAIN, [paths.train_marker], cfg)[0]
     final = marker.get("final_checkpoint")
     if not final:
         raise DynamicsError(f"{paths.train_marker} names no final checkpoint", hint="re-run the train stage")
@@ -49,7 +50,7 @@ def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.Sto
     """Write the final model of a finished run to ``out_dir`` (a new local folder); returns it."""
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DynamicsError(f"{out_dir} exists and is not empty", hint="give a new folder", exit_code=2)
-    uri = _final_checkpoint(paths, cfg)
+    uri = _final_checkpoint(spec, paths, cfg)
     state = {k.removeprefix("module."): v.contiguous() for k, v in open_clip_checkpoint(uri, cfg)["state_dict"].items()}
     # The config saved beside the checkpoints is what the weights were trained as; older runs lack it.
     config = (storage.read_json(paths.model_config, cfg) if storage.exists(paths.model_config, cfg)
