@@ -11,6 +11,8 @@ reader can redo it by hand:
 * loader cores per GPU ``= throughput / loader_rate`` (samples/s one CPU core decodes, per benchmark);
 * S3 bytes read ``= samples / budget x bytes_per_sample`` (the loader reads ~``1 / budget`` samples per
   sample it keeps);
+* phases that read the reduced shard copies (``embed.reducedShards``: the leading phases below the
+  short side) use ``reduced_bytes_per_sample`` and ``loader_rate x reduced_loader_speedup``;
 * checkpoints: every ``checkpointEvery`` steps plus each phase's final one, ``params x 12`` bytes each
   (fp32 weights + AdamW's two moments);
 * embed: ``N`` images at ``embed_rate`` images/s per GPU; k-means and assignment as float32 GEMM
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 
 from dynamics.spec.model import RunSpec
 from dynamics.spec.types import EmbedBackend
+from dynamics.stages.embed.reduced import short_side
 from dynamics.stages.train.plan import plan_phases
 
 CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights (4) + AdamW exp_avg (4) + exp_avg_sq (4)
@@ -42,6 +45,8 @@ class Rates:
     bytes_per_sample: float = 40_000.0  # one JPEG + caption of a DataComp-style shard
     embed_images_per_gpu_s: float = 2000.0
     gemm_tflops: float = 40.0
+    reduced_bytes_per_sample: float = 6000.0  # benchmarks/README.md: 128 px short side, ~5.6-5.9 KiB
+    reduced_loader_speedup: float = 2.0  # benchmarks/README.md: 1.6-2.2x less CPU per sample
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class PhaseCost:
     loader_cores_per_gpu: float
     s3_bytes: float
     checkpoints: int
+    reduced: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,16 +112,21 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
     gpus = spec.train.nodes * spec.train.gpus_per_node
     n = spec.data.approx_samples
     budget = spec.sample.budget
-    phases = []
+    phases: list[PhaseCost] = []
+    side = short_side(spec)
     for plan in plan_phases(spec, world):
         per_gpu = rates.gpu_samples_per_s * (rates.rate_resolution / plan.resolution) ** 2
         gpu_hours = plan.samples / per_gpu / 3600
+        # Only the leading phases below the short side read the copies (as the trainer does).
+        reduced = side is not None and plan.resolution < side and all(p.reduced for p in phases)
+        loader_rate = rates.loader_samples_per_core_s * (rates.reduced_loader_speedup if reduced else 1.0)
+        sample_bytes = rates.reduced_bytes_per_sample if reduced else rates.bytes_per_sample
         phases.append(PhaseCost(
             name=plan.name, resolution=plan.resolution, global_batch=plan.global_batch, steps=plan.steps,
             epochs=plan.epochs, samples=plan.samples, samples_per_gpu_s=per_gpu, gpu_hours=gpu_hours,
-            wall_hours=gpu_hours / max(gpus, 1), loader_cores_per_gpu=per_gpu / rates.loader_samples_per_core_s,
-            s3_bytes=plan.samples / budget * rates.bytes_per_sample,
-            checkpoints=phase_checkpoints(plan.steps, spec.train.checkpoint_every),
+            wall_hours=gpu_hours / max(gpus, 1), loader_cores_per_gpu=per_gpu / loader_rate,
+            s3_bytes=plan.samples / budget * sample_bytes,
+            checkpoints=phase_checkpoints(plan.steps, spec.train.checkpoint_every), reduced=reduced,
         ))
     largest = max(params) if params else None
     dim = embed_dim(spec)
@@ -165,7 +176,8 @@ def format_estimate(spec: RunSpec, est: Estimate, rates: Rates) -> str:
         lines.append(
             f"phase {p.name} ({p.resolution} px): {p.steps:,} steps x {p.global_batch:,} = {p.samples:,} samples, "
             f"{p.epochs} epoch(s); {p.samples_per_gpu_s:,.0f} samples/s/GPU -> {p.gpu_hours:,.1f} GPU-hours "
-            f"({p.wall_hours:,.1f} h wall); loader cores per GPU {math.ceil(p.loader_cores_per_gpu)} "
+            f"({p.wall_hours:,.1f} h wall); {'reduced shard copies; ' if p.reduced else ''}"
+            f"loader cores per GPU {math.ceil(p.loader_cores_per_gpu)} "
             f"({p.loader_cores_per_gpu:.1f}); S3 read {_bytes(p.s3_bytes)}; {p.checkpoints} checkpoint(s)")
     total = sum(p.gpu_hours for p in est.phases)
     params = "unknown" if est.params is None else f"{est.params:,}"

@@ -48,6 +48,18 @@ def test_estimate_matches_hand_calculation(tmp_path: Path) -> None:
     assert est.cluster_gpu_hours == pytest.approx((15_360_000 + 30_720_000) / 40e12 / 3600)
 
 
+def test_reduced_copies_cut_s3_bytes_and_loader_cores_of_leading_low_res_phases(tmp_path: Path) -> None:
+    raw = small_spec(tmp_path).model_dump(by_alias=True)
+    raw["embed"]["reducedShards"] = True  # short side 128: p1 (112 px) reads the copies, p2 (224 px) not
+    from dynamics.spec.loader import validate
+
+    p1, p2 = estimate(validate(raw), Rates(), params=[1000, 1000]).phases
+    assert p1.reduced and not p2.reduced
+    assert p1.s3_bytes == pytest.approx(1000 / 0.5 * 6000)
+    assert p1.loader_cores_per_gpu == pytest.approx(2600 / 800)
+    assert p2.s3_bytes == pytest.approx(300 / 0.5 * 40_000)
+
+
 def test_cli_prints_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path))
     assert main(["estimate", str(path), "--params", "1000", "--samples-per-gpu", "1300"]) == 0

@@ -90,7 +90,9 @@ def _estimate(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     rates = Rates(gpu_samples_per_s=args.samples_per_gpu, rate_resolution=args.rate_resolution,
                   loader_samples_per_core_s=args.loader_rate, bytes_per_sample=args.bytes_per_sample,
-                  embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops)
+                  embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops,
+                  reduced_bytes_per_sample=args.reduced_bytes_per_sample,
+                  reduced_loader_speedup=args.reduced_loader_speedup)
     params = [args.params] * len(spec.train.phases) if args.params else _model_params(spec)
     print(format_estimate(spec, estimate(spec, rates, params), rates))
     return 0
@@ -117,6 +119,10 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
                    help=f"embed images/s per GPU (default {d.embed_images_per_gpu_s:g}, an assumption)")
     p.add_argument("--gemm-tflops", type=float, default=d.gemm_tflops,
                    help=f"float32 GEMM TFLOPS for k-means/assignment (default {d.gemm_tflops:g})")
+    p.add_argument("--reduced-bytes-per-sample", type=float, default=d.reduced_bytes_per_sample,
+                   help=f"bytes per sample of the reduced shard copies (default {d.reduced_bytes_per_sample:g})")
+    p.add_argument("--reduced-loader-speedup", type=float, default=d.reduced_loader_speedup,
+                   help=f"loader rate factor on reduced copies (default {d.reduced_loader_speedup:g})")
     p.add_argument("--params", type=int, default=None,
                    help="model parameter count (default: counted from the spec's open_clip model)")
     p.set_defaults(func=_estimate)
