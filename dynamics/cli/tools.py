@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynamics.errors import DynamicsError
+from dynamics.experiment.cli import add_parser as add_longtail
 from dynamics.spec.loader import load_spec, load_spec_text
 from dynamics.spec.model import RunSpec
 from dynamics.storage.layout import RunPaths
@@ -64,3 +65,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output file or s3:// URI")
     p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export)
+    p = sub.add_parser("experiment", help="reproducible experiments on real data (longtail)",
+                       description="Experiments that measure the method on real data, on a CPU.")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    add_longtail(experiments)

@@ -24,11 +24,12 @@ from dynamics.spec.types import (
     Precision,
     Quantity,
     SampleMode,
+    Whiten,
 )
 from dynamics.storage.pattern import count_pattern
 
 __all__ = ["DNS_LABEL", "MAX_NAME", "POD_SUFFIX", "QUANTITY", "EmbedBackend", "Launcher", "Model", "Precision",
-           "Quantity", "RunSpec", "SampleMode"]
+           "Quantity", "RunSpec", "SampleMode", "Whiten"]
 
 
 
@@ -126,6 +127,10 @@ class Cluster(Model):
     threshold: float = Field(0.70, gt=0, le=1, description="Refinement: drop a centroid whose cosine "
                              "similarity to an already kept one is >= threshold.")
     seed: int = 42
+    whiten: Whiten = Field(Whiten.NONE, description="none: cluster the embeddings as they are (the method's, "
+                           "for DINOv2); pca: centre and PCA-whiten them first, fitted on the k-means sample "
+                           "(for cheap embeddings such as pixels, whose raw cosine is high for any pair).")
+    whiten_dim: int = Field(32, ge=1, le=4096, description="whiten=pca: principal axes kept.")
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
     assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
     resources: Resources = Resources(cpu="16", memory="128Gi")

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dynamics.core.diagnostics import sampling_diagnostics
 from dynamics.core.sampler import ShardTable
-from dynamics.core.scaling import cluster_probs, cluster_targets, scale_report
+from dynamics.core.scaling import cluster_probs, cluster_targets, expected_counts, scale_report
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
@@ -73,13 +74,14 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     targets = cluster_targets(sizes, s.alpha, s.budget)
     probs = cluster_probs(sizes, targets, s.decimals)
     report = scale_report(sizes, probs, budget=s.budget, alpha=s.alpha, mode=s.mode.value)
+    report["diagnostics"] = sampling_diagnostics(sizes, expected_counts(sizes, probs, s.mode.value))
     log.info("N=%d in %d clusters, T=%.0f: expected %.0f samples per epoch, %d clusters at p >= 1",
              report["N"], report["K_nonempty"], report["T"], report["expected_per_epoch"],
              report["clusters_p_ge_1"])
     storage.write_npy(paths.sizes, sizes, cfg)
     storage.write_npy(paths.probs, probs, cfg)
     storage.write_json(paths.report, report, cfg)
-    storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
+    storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha, s.budget), cfg)
     n_tables = _write_shard_tables(spec, paths, probs, cfg)
     storage.write_marker(paths.scale_marker, {"N": report["N"], "clusters": int(sizes.size),
                                               "shards": n_tables}, cfg)
