@@ -85,6 +85,9 @@ def _composition_line(run: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """The ``dynamics experiment longtail`` command."""
+    import torch
+
+    torch.set_num_threads(args.threads)
     images, labels = digits.load_images()
     split = digits.long_tail_split(images, labels, eval_per_class=args.eval_per_class,
                                    imbalance=args.imbalance, seed=args.split_seed)

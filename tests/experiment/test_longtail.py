@@ -17,12 +17,12 @@ DYNAMICS = str(Path(sys.executable).parent / "dynamics")
 
 
 def test_paired_interval_matches_the_t_formula() -> None:
-    a, b = np.array([0.5, 0.6, 0.7]), np.array([0.4, 0.4, 0.4])
-    d = paired(a, b)  # differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1
-    half = 4.303 * 0.1 / np.sqrt(3)
+    a, b = np.array([0.58, 0.6, 0.62]), np.array([0.4, 0.4, 0.4])
+    d = paired(a, b)  # differences 0.18, 0.2, 0.22: mean 0.2, sd 0.02
+    half = 4.303 * 0.02 / np.sqrt(3)
     assert (d.mean, d.low, d.high) == pytest.approx((0.2, 0.2 - half, 0.2 + half))
     assert d.excludes_zero
-    assert not paired(np.array([0.1, 0.3]), np.array([0.2, 0.2])).excludes_zero
+    assert not paired(np.array([0.5, 0.6, 0.7]), np.array([0.4, 0.4, 0.4])).excludes_zero  # sd 0.1: too wide
     with pytest.raises(ValueError):
         t975(0)
 

@@ -4,6 +4,7 @@ land in fit.json and report.json, and the plot carries the uniform line."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from specs import make_spec
 
 from dynamics.core.kmeans import assign_nearest
@@ -19,6 +20,7 @@ from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
 
+@pytest.mark.slow
 def test_pca_whitening_is_stored_applied_and_diagnosed(s3_bucket: str) -> None:
     manifest = generate_demo_data(f"{s3_bucket}/demo", seed=3, n_concepts=6, n_train=240, shard_size=120,
                                   image_size=32, n_eval_per_class=1)
