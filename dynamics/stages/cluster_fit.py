@@ -74,7 +74,8 @@ def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
         "k": c.k, "kept": int(kept_index.size), "threshold": c.threshold, "iterations": fit.iterations,
         "objective": fit.objective, "n_train": fit.n_train, "dim": int(x.shape[1]), "seed": c.seed,
         "gpu": fit.gpu, "whiten": c.whiten.value,
-        "diagnostics": embedding_diagnostics(x, fit.centroids, fit.centroids[kept_index], c.threshold),
+        "diagnostics": embedding_diagnostics(x, fit.centroids, fit.centroids[kept_index], c.threshold,
+                                             seed=c.seed),
         "timings": {"load_s": round(t1 - t0, 3), "kmeans_s": round(t2 - t1, 3), "refine_s": round(t3 - t2, 3)},
     }, cfg)
     storage.write_marker(paths.cluster_marker, {"k": c.k, "kept": int(kept_index.size)}, cfg)

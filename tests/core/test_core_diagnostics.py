@@ -53,3 +53,15 @@ def test_class_report_shares_head_tail_and_purity() -> None:
     assert rep["tail_epoch_share"] == pytest.approx(1 / 5.5, abs=1e-4)
     assert rep["purity"] == purity(classes, clusters) == pytest.approx(0.9)
 
+
+
+def test_cosine_distributions_are_estimated_on_a_capped_seeded_sample() -> None:
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(300, 8)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    full = embedding_diagnostics(c, c, c, 0.7)
+    capped = embedding_diagnostics(c, c, c, 0.7, max_rows=100, seed=1)
+    assert capped == embedding_diagnostics(c, c, c, 0.7, max_rows=100, seed=1)
+    assert abs(capped["centroid_nearest_other_cosine"]["q50"] - full["centroid_nearest_other_cosine"]["q50"]) < 0.1
+    np.testing.assert_allclose(nearest_other_centroid_cosine(c, np.array([5, 7])),
+                               nearest_other_centroid_cosine(c)[[5, 7]], atol=1e-6)
