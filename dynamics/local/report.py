@@ -39,6 +39,15 @@ def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | Non
     return lines
 
 
+def _class_lines(classes: dict[str, Any] | None) -> list[str]:
+    """sample.classReport: head/tail classes' share of the data vs of each DynamiCS epoch, and purity."""
+    if not classes:
+        return []
+    return [f"  classes ({classes['definition']}): head {_pct(classes['head_data_share'])} of the data -> "
+            f"{_pct(classes['head_epoch_share'])} of each epoch, tail {_pct(classes['tail_data_share'])} -> "
+            f"{_pct(classes['tail_epoch_share'])}; cluster purity {classes['purity']:.2f}"]
+
+
 def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
                   timings: dict[Stage, float | None]) -> list[str]:
     """Lines of the end-of-run report (pure apart from reading the run's JSON artifacts)."""
@@ -55,6 +64,7 @@ def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
             f"(and of a uniform epoch at the same budget) -> {_pct(report.get('share_top10pct_after'))} "
             "of each DynamiCS epoch",
             *_diagnostic_lines(report.get("diagnostics"), _read(paths.fit_json, cfg)),
+            *_class_lines(report.get("classes")),
             f"  cluster-size plot (sizes, uniform, DynamiCS): {paths.plot}",
         ]
     marker = _read(paths.train_marker, cfg)

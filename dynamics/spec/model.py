@@ -147,6 +147,9 @@ class Sample(Model):
                                 "tables (the reference uses 0.5 silently; we count them).")
     decimals: int = Field(6, ge=1, le=12, description="p_c is rounded to this many decimals (reference: 6).")
     seed: int = 42
+    class_report: bool = Field(False, description="When the shards carry .cls labels: read them once more in "
+                               "the scale step and report each class's share of the data vs of an expected "
+                               "epoch, head/tail thirds and cluster purity (one extra pass over the data).")
 
 
 class Phase(Model):

@@ -14,3 +14,13 @@ def test_diagnostic_lines_state_gini_and_threshold_fit() -> None:
     assert "0.61 (data) -> 0.32 (DynamiCS epoch)" in lines[0]
     assert "centroid to nearest other median 0.88 (refinement threshold 0.7; 95.0% of centroids" in lines[1]
     assert _diagnostic_lines(None, None) == []
+
+
+def test_class_lines_state_head_and_tail_shares() -> None:
+    from dynamics.local.report import _class_lines
+
+    classes = {"definition": "head = most frequent third", "head_data_share": 0.6, "head_epoch_share": 0.45,
+               "tail_data_share": 0.05, "tail_epoch_share": 0.11, "purity": 0.8}
+    (line,) = _class_lines(classes)
+    assert "head 60.0% of the data -> 45.0% of each epoch, tail 5.0% -> 11.0%; cluster purity 0.80" in line
+    assert _class_lines(None) == []

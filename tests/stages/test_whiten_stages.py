@@ -28,7 +28,8 @@ def test_pca_whitening_is_stored_applied_and_diagnosed(s3_bucket: str) -> None:
     runs = []
     for name in ("a", "b"):
         spec = make_spec(f"{s3_bucket}/{name}", manifest["train"]["pattern"], approx=240,
-                         embed={"shardsPerPart": 1, "workers": 0}, cluster=cluster)
+                         embed={"shardsPerPart": 1, "workers": 0}, cluster=cluster,
+                         sample={"classReport": True})
         paths, cfg = RunPaths.for_run(spec.storage.workdir, spec.name), storage_config(spec)
         for part in (0, 1):
             embed_part(spec, paths, part, cfg)
@@ -56,3 +57,26 @@ def test_pca_whitening_is_stored_applied_and_diagnosed(s3_bucket: str) -> None:
     diag = report["diagnostics"]
     assert 0 <= diag["gini_after"] <= diag["gini_before"] < 1
     assert len(diag["decile_shares"]["before"]) == 10
+    assert report["classes"] is None  # the demo's training shards carry no .cls labels
+
+
+def test_class_report_maps_shard_labels_onto_assigned_clusters(s3_bucket: str, monkeypatch) -> None:
+    """sample.classReport joins each embedded row's .cls label (by shard and key) with its cluster."""
+    from dynamics.stages.scale import classes as cls_mod
+
+    spec = make_spec(f"{s3_bucket}/c", f"{s3_bucket}/shard-{{0..1}}.tar", approx=6,
+                     embed={"shardsPerPart": 2})
+    paths, cfg = RunPaths.for_run(spec.storage.workdir, spec.name), storage_config(spec)
+    for i in (0, 1):  # the shards must exist to resolve; their contents come from the patched reader
+        storage.write_bytes(f"{s3_bucket}/shard-{i}.tar", b"", cfg)
+    keys = ["a", "b", "c", "d", "e", "f"]
+    monkeypatch.setattr(cls_mod, "read_keys", lambda *_: (np.array([0, 0, 0, 1, 1, 1]), keys))
+    labels = {0: {"a": 0, "b": 0, "c": 1}, 1: {"d": 0, "e": 0, "f": 2}}
+    monkeypatch.setattr(cls_mod, "_shard_labels", lambda url, _cfg: labels[int(url[-5])])
+    storage.write_npy(paths.assign_labels(0), np.array([0, 0, 1, 0, 0, 1], np.int32), cfg)
+    report = cls_mod.shard_class_report(spec, paths, np.array([0.25, 1.0]), cfg)
+    assert report is not None
+    assert report["head"] == ["0"] and report["tail"] == ["2"]
+    assert report["head_data_share"] == round(4 / 6, 4)
+    assert report["head_epoch_share"] == round(1 / 3, 4)  # 4 samples x p 0.25 vs 1 + 1 kept at p 1
+    assert report["purity"] == round(5 / 6, 4)

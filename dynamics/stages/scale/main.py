@@ -18,6 +18,7 @@ from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
 from dynamics.stages.inputs import read_keys, require
+from dynamics.stages.scale.classes import shard_class_report
 from dynamics.stages.scale.plot import size_plot_png
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -75,6 +76,8 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     probs = cluster_probs(sizes, targets, s.decimals)
     report = scale_report(sizes, probs, budget=s.budget, alpha=s.alpha, mode=s.mode.value)
     report["diagnostics"] = sampling_diagnostics(sizes, expected_counts(sizes, probs, s.mode.value))
+    if s.class_report:
+        report["classes"] = shard_class_report(spec, paths, probs, cfg)
     log.info("N=%d in %d clusters, T=%.0f: expected %.0f samples per epoch, %d clusters at p >= 1",
              report["N"], report["K_nonempty"], report["T"], report["expected_per_epoch"],
              report["clusters_p_ge_1"])
