@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dynamics.errors import DynamicsError
 from dynamics.experiment import clip, digits, sampling
 from dynamics.experiment.stats import mean_sd, paired
 
@@ -83,6 +84,17 @@ def _composition_line(run: dict[str, Any]) -> str:
             f"{run['diagnostics']['kept_clusters']} clusters, Gini {run['diagnostics']['gini_before']:.2f}")
 
 
+def _check(args: argparse.Namespace, n_train: int) -> None:
+    problems = [msg for bad, msg in (
+        (args.seeds < 1, "--seeds must be >= 1"),
+        (args.batch_size < 2 or args.samples < args.batch_size, "--samples must be >= --batch-size >= 2"),
+        (not 2 <= args.k <= n_train, f"--k must lie in [2, {n_train}] (the training images)"),
+        (not 0 <= args.alpha <= 1 or not 0 < args.budget <= 1, "--alpha must lie in [0, 1], --budget in (0, 1]"),
+    ) if bad]
+    if problems:
+        raise DynamicsError("; ".join(problems), hint="see dynamics experiment longtail --help", exit_code=2)
+
+
 def run(args: argparse.Namespace) -> int:
     """The ``dynamics experiment longtail`` command."""
     import torch
@@ -91,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     images, labels = digits.load_images()
     split = digits.long_tail_split(images, labels, eval_per_class=args.eval_per_class,
                                    imbalance=args.imbalance, seed=args.split_seed)
+    _check(args, len(split.train_y))
     knobs = sampling.Knobs(k=args.k, iterations=args.iterations, threshold=args.threshold,
                            whiten_dim=None if args.whiten == "none" else args.whiten_dim,
                            alpha=args.alpha, budget=args.budget)

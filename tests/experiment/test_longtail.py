@@ -56,3 +56,12 @@ def test_experiment_command_reduced(tmp_path: Path) -> None:
         assert run["diagnostics"]["gini_after"] < run["diagnostics"]["gini_before"]
     diff = doc["summary"]["tail"]["diff"]
     assert diff["low"] <= diff["mean"] <= diff["high"]
+
+
+def test_bad_settings_are_one_clear_message(tmp_path: Path) -> None:
+    out = tmp_path / "x.json"
+    result = subprocess.run([DYNAMICS, "experiment", "longtail", "--seeds", "0", "-o", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--seeds must be >= 1" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
