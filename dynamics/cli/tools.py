@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dynamics.errors import DynamicsError
+from dynamics.experiment.cli import add_parser as add_longtail
 from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import load_spec, load_spec_text
 from dynamics.spec.model import RunSpec
@@ -159,3 +160,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .pt file or s3:// URI")
     p.set_defaults(func=_export_checkpoint)
     _add_estimate(sub)
+    p = sub.add_parser("experiment", help="reproducible experiments on real data (longtail)",
+                       description="Experiments that measure the method on real data, on a CPU.")
+    experiments = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    add_longtail(experiments)

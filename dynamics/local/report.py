@@ -46,6 +46,32 @@ def data_problem_lines(paths: RunPaths, cfg: storage.StorageConfig) -> list[str]
     return lines
 
 
+def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | None) -> list[str]:
+    """Gini before/after, and whether the refinement threshold fits the embedding's cosines."""
+    lines = []
+    if sampling:
+        lines.append(f"  cluster-size Gini: {sampling['gini_before']:.2f} (data) -> {sampling['gini_after']:.2f} "
+                     "(DynamiCS epoch)")
+    diag = (fit or {}).get("diagnostics")
+    if diag and diag.get("centroid_nearest_other_cosine"):
+        near = diag["nearest_kept_centroid_cosine"]
+        other = diag["centroid_nearest_other_cosine"]
+        lines.append(f"  embedding cosines: sample to its centroid median {near.get('q50')}, centroid to nearest "
+                     f"other median {other.get('q50')} (refinement threshold {diag['threshold']}; "
+                     f"{_pct(diag['share_centroids_with_neighbour_above_threshold'])} of centroids have a "
+                     "neighbour above it)")
+    return lines
+
+
+def _class_lines(classes: dict[str, Any] | None) -> list[str]:
+    """sample.classReport: head/tail classes' share of the data vs of each DynamiCS epoch, and purity."""
+    if not classes:
+        return []
+    return [f"  classes ({classes['definition']}): head {_pct(classes['head_data_share'])} of the data -> "
+            f"{_pct(classes['head_epoch_share'])} of each epoch, tail {_pct(classes['tail_data_share'])} -> "
+            f"{_pct(classes['tail_epoch_share'])}; cluster purity {classes['purity']:.2f}"]
+
+
 def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
                   timings: dict[Stage, float | None]) -> list[str]:
     """Lines of the end-of-run report (pure apart from reading the run's JSON artifacts)."""
@@ -59,9 +85,12 @@ def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
             f"\nDynamiCS sampling (alpha={report.get('alpha')}, budget={report.get('budget')}): "
             f"N={report.get('N')} samples in {report.get('K_nonempty')} clusters",
             f"  expected samples per epoch: {report.get('expected_per_epoch', 0):.0f}",
-            f"  share of the largest 10% clusters: {_pct(report.get('share_top10pct_before'))} of the data -> "
-            f"{_pct(report.get('share_top10pct_after'))} of each epoch",
-            f"  cluster-size plot (before/after): {paths.plot}",
+            f"  share of the largest 10% clusters: {_pct(report.get('share_top10pct_before'))} of the data "
+            f"(and of a uniform epoch at the same budget) -> {_pct(report.get('share_top10pct_after'))} "
+            "of each DynamiCS epoch",
+            *_diagnostic_lines(report.get("diagnostics"), _read(paths.fit_json, cfg)),
+            *_class_lines(report.get("classes")),
+            f"  cluster-size plot (sizes, uniform, DynamiCS): {paths.plot}",
         ]
     marker = _read(paths.train_marker, cfg)
     if marker:

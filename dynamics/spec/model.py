@@ -25,11 +25,12 @@ from dynamics.spec.types import (
     Precision,
     Quantity,
     SampleMode,
+    Whiten,
 )
 from dynamics.storage.pattern import count_pattern
 
 __all__ = ["DNS_LABEL", "MAX_NAME", "POD_SUFFIX", "QUANTITY", "EmbedBackend", "Launcher", "Model", "Precision",
-           "Quantity", "RunSpec", "SampleMode"]
+           "Quantity", "RunSpec", "SampleMode", "Whiten"]
 
 
 
@@ -139,6 +140,10 @@ class Cluster(Model):
     threshold: float = Field(0.70, gt=0, le=1, description="Refinement: drop a centroid whose cosine "
                              "similarity to an already kept one is >= threshold.")
     seed: int = Field(42, description="Seed of the training subset and of k-means.")
+    whiten: Whiten = Field(Whiten.NONE, description="none: cluster the embeddings as they are (the method's, "
+                           "for DINOv2); pca: centre and PCA-whiten them first, fitted on the k-means sample "
+                           "(for cheap embeddings such as pixels, whose raw cosine is high for any pair).")
+    whiten_dim: int = Field(32, ge=1, le=4096, description="whiten=pca: principal axes kept.")
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
     assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
     resources: Resources = Resources(cpu="16", memory="128Gi")
@@ -155,6 +160,9 @@ class Sample(Model):
                                 "tables (the reference uses 0.5 silently; we count them).")
     decimals: int = Field(6, ge=1, le=12, description="p_c is rounded to this many decimals (reference: 6).")
     seed: int = Field(42, description="Seed of the per-epoch sample draws (same subset on any machine).")
+    class_report: bool = Field(False, description="When the shards carry .cls labels: read them once more in "
+                               "the scale step and report each class's share of the data vs of an expected "
+                               "epoch, head/tail thirds and cluster purity (one extra pass over the data).")
 
 
 class Phase(Model):

@@ -47,6 +47,13 @@ class EmbedBackend(StrEnum):
     PIXELS = "pixels"
 
 
+class Whiten(StrEnum):
+    """Transform of the embeddings before clustering (fitted on the k-means sample, stored with the run)."""
+
+    NONE = "none"
+    PCA = "pca"
+
+
 class SampleMode(StrEnum):
     """What a probability p >= 1 means: used once (cap) or repeated (repeat)."""
 

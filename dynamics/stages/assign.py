@@ -13,7 +13,8 @@ import numpy as np
 from dynamics.constants import Stage
 from dynamics.core.kmeans import assign_nearest, gpu_available
 from dynamics.core.scaling import counts_from_labels
-from dynamics.spec.model import RunSpec
+from dynamics.core.whiten import whitening_from_array
+from dynamics.spec.model import RunSpec, Whiten
 from dynamics.stages.common import context_from_args, stage_parser
 from dynamics.stages.inputs import already_done, marker, read_vectors, require_stage
 from dynamics.storage import objects as storage
@@ -31,6 +32,8 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
     require_stage(spec, Stage.EMBED, [paths.embed_marker(part)], cfg)
     kept = storage.read_npy(paths.kept, cfg)
     vectors = read_vectors(paths, part, cfg)
+    if spec.cluster.whiten is Whiten.PCA and len(vectors):
+        vectors = whitening_from_array(storage.read_npy(paths.whitening, cfg)).apply(vectors)
     # At full scale (1M rows x 50k centroids per part) this is a GPU job: FAISS on the GPU when present.
     on_gpu = bool(spec.cluster.gpus) and gpu_available()
     labels = (assign_nearest(vectors, kept, backend="faiss" if on_gpu else "numpy", gpu=on_gpu)

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from dynamics.constants import Stage
+from dynamics.core.diagnostics import embedding_diagnostics
 from dynamics.core.kmeans import fit_spherical_kmeans, gpu_available, sample_training_subset
 from dynamics.core.refine import refine_centroids
+from dynamics.core.whiten import fit_whitening, whitening_to_array
 from dynamics.errors import DynamicsError
-from dynamics.spec.model import RunSpec
+from dynamics.spec.model import RunSpec, Whiten
 from dynamics.stages.common import context_from_args, stage_parser
 from dynamics.stages.inputs import already_done, embed_part_rows, marker, read_vectors
 from dynamics.storage import objects as storage
@@ -49,6 +51,12 @@ def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     c = spec.cluster
     t0 = time.perf_counter()
     x = gather_training_set(spec, paths, cfg)
+    if c.whiten is Whiten.PCA:
+        # Fitted on the k-means sample and stored, so assign applies the very same transform.
+        whitening = fit_whitening(x, c.whiten_dim)
+        storage.write_npy(paths.whitening, whitening_to_array(whitening), cfg)
+        x = whitening.apply(x)
+        log.info("PCA whitening: %d -> %d dimensions", whitening.mean.shape[0], whitening.dim)
     t1 = time.perf_counter()
     use_gpu = bool(c.gpus) and gpu_available()
     log.info("spherical k-means: k=%d, %d iterations, d=%d, on %s", c.k, c.iterations, x.shape[1],
@@ -66,7 +74,9 @@ def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     storage.write_json(paths.fit_json, {
         "k": c.k, "kept": int(kept_index.size), "threshold": c.threshold, "iterations": fit.iterations,
         "objective": fit.objective, "n_train": fit.n_train, "dim": int(x.shape[1]), "seed": c.seed,
-        "gpu": fit.gpu,
+        "gpu": fit.gpu, "whiten": c.whiten.value,
+        "diagnostics": embedding_diagnostics(x, fit.centroids, fit.centroids[kept_index], c.threshold,
+                                             seed=c.seed),
         "timings": {"load_s": round(t1 - t0, 3), "kmeans_s": round(t2 - t1, 3), "refine_s": round(t3 - t2, 3)},
     }, cfg)
     storage.write_marker(paths.cluster_marker, marker(spec, Stage.CLUSTER_FIT, k=c.k, kept=int(kept_index.size)), cfg)

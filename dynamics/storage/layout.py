@@ -95,6 +95,11 @@ class RunPaths:
         return self._c(C.DIR_CLUSTER, "kept_index.npy")
 
     @property
+    def whitening(self) -> str:
+        """cluster.whiten=pca: the fitted transform (column 0 the mean, then the projection)."""
+        return self._c(C.DIR_CLUSTER, "whitening.npy")
+
+    @property
     def fit_json(self) -> str:
         return self._c(C.DIR_CLUSTER, "fit.json")
 

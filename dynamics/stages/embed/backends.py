@@ -5,7 +5,10 @@ A backend splits into a picklable ``transform`` (PIL image -> tensor, run in Dat
 
 ``pixels`` is a model-free backend for tests and the CPU quickstart: the image downscaled to
 ``pixelsSize`` x ``pixelsSize`` RGB, centred and L2-normalised. It clusters synthetic data by colour and
-layout in seconds; it is not meant for real data.
+layout in seconds. On real images raw pixel vectors have a high cosine for any pair, so a
+threshold calibrated for DINOv2 means nothing there: pair it with ``cluster.whiten: pca`` (centring
+and PCA whitening fitted on the k-means sample, see :mod:`dynamics.core.whiten`), and expect clusters
+much coarser than a real image model's (``dynamics experiment longtail`` measures this).
 """
 
 from __future__ import annotations

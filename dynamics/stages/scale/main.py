@@ -11,12 +11,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from dynamics.constants import Stage
-from dynamics.core.scaling import cluster_probs, cluster_targets, scale_report
+from dynamics.core.diagnostics import sampling_diagnostics
+from dynamics.core.scaling import cluster_probs, cluster_targets, expected_counts, scale_report
 from dynamics.errors import DynamicsError
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
 from dynamics.stages.inputs import already_done, marker, require_stage
+from dynamics.stages.scale.classes import shard_class_report
 from dynamics.stages.scale.plot import size_plot_png
 from dynamics.stages.scale.tables import write_shard_tables
 from dynamics.storage import objects as storage
@@ -60,13 +62,16 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
     probs = cluster_probs(sizes, targets, s.decimals)
     report = scale_report(sizes, probs, budget=s.budget, alpha=s.alpha, mode=s.mode.value)
     refuse_empty_epoch(report, s.decimals)
+    report["diagnostics"] = sampling_diagnostics(sizes, expected_counts(sizes, probs, s.mode.value))
+    if s.class_report:
+        report["classes"] = shard_class_report(spec, paths, probs, cfg)
     log.info("N=%d in %d clusters, T=%.0f: expected %.0f samples per epoch, %d clusters at p >= 1",
              report["N"], report["K_nonempty"], report["T"], report["expected_per_epoch"],
              report["clusters_p_ge_1"])
     storage.write_npy(paths.sizes, sizes, cfg)
     storage.write_npy(paths.probs, probs, cfg)
     storage.write_json(paths.report, report, cfg)
-    storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha), cfg)
+    storage.write_bytes(paths.plot, size_plot_png(sizes, probs, s.mode.value, s.alpha, s.budget), cfg)
     n_tables = write_shard_tables(spec, paths, probs, cfg)
     storage.write_marker(paths.scale_marker, marker(spec, Stage.SCALE, N=report["N"], clusters=int(sizes.size),
                                                     shards=n_tables), cfg)

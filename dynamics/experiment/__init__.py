@@ -1,0 +1,1 @@
+"""Reproducible experiments that measure the method on real data (``dynamics experiment ...``)."""

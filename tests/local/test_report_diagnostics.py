@@ -1,0 +1,26 @@
+"""The end-of-run report's diagnostic lines: Gini before/after and whether the threshold fits."""
+
+from __future__ import annotations
+
+from dynamics.local.report import _diagnostic_lines
+
+
+def test_diagnostic_lines_state_gini_and_threshold_fit() -> None:
+    sampling = {"gini_before": 0.61, "gini_after": 0.32, "decile_shares": {"before": [], "after": []}}
+    fit = {"diagnostics": {"nearest_kept_centroid_cosine": {"q50": 0.93},
+                           "centroid_nearest_other_cosine": {"q50": 0.88}, "threshold": 0.7,
+                           "share_centroids_with_neighbour_above_threshold": 0.95}}
+    lines = _diagnostic_lines(sampling, fit)
+    assert "0.61 (data) -> 0.32 (DynamiCS epoch)" in lines[0]
+    assert "centroid to nearest other median 0.88 (refinement threshold 0.7; 95.0% of centroids" in lines[1]
+    assert _diagnostic_lines(None, None) == []
+
+
+def test_class_lines_state_head_and_tail_shares() -> None:
+    from dynamics.local.report import _class_lines
+
+    classes = {"definition": "head = most frequent third", "head_data_share": 0.6, "head_epoch_share": 0.45,
+               "tail_data_share": 0.05, "tail_epoch_share": 0.11, "purity": 0.8}
+    (line,) = _class_lines(classes)
+    assert "head 60.0% of the data -> 45.0% of each epoch, tail 5.0% -> 11.0%; cluster purity 0.80" in line
+    assert _class_lines(None) == []
