@@ -52,8 +52,8 @@ from dynamics.storage.s3 import S3ReadStream, clear_client_cache, s3_client, s3_
 # The storage API in one namespace: callers write `from dynamics.storage import objects as storage`.
 __all__ = ["MiB", "S3ReadStream", "StorageConfig", "check_access", "clear_client_cache", "delete", "download_file",
            "exists", "is_s3", "list_uris", "open_stream", "read_bytes", "read_json", "read_marker", "read_npy",
-           "remove_stale_temps", "s3_client", "split_s3", "upload_file", "write_bytes", "write_json", "write_marker",
-           "write_npy", "write_stream"]
+           "remove_stale_temps", "s3_client", "split_s3", "upload_dir", "upload_file", "write_bytes", "write_json",
+           "write_marker", "write_npy", "write_stream"]
 
 # Our local temporaries look like ".<name>.tmp-<hex>"; list_uris hides them so a reader never
 # mistakes a half-written file for an artifact.
@@ -147,6 +147,15 @@ def upload_file(local_path: str, uri: str, cfg: StorageConfig | None = None) -> 
     """Copy a local file to ``uri`` (checkpoints, plots) with the same atomicity as write_bytes."""
     with os_errors(local_path, "read"), open(local_path, "rb") as src:
         write_stream(uri, src, cfg)
+
+
+def upload_dir(local_dir: str, prefix: str, cfg: StorageConfig | None = None) -> None:
+    """Upload every file under ``local_dir`` to ``prefix``, keeping relative paths (TensorBoard, W&B files)."""
+    for root, _dirs, files in os.walk(local_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
+            upload_file(path, f"{prefix.rstrip('/')}/{rel}", cfg)
 
 
 def download_file(uri: str, local_path: str, cfg: StorageConfig | None = None) -> None:

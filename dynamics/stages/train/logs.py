@@ -14,7 +14,6 @@ from typing import IO, Any
 
 from dynamics.stages.train.plan import PhasePlan
 from dynamics.storage import objects as storage
-from dynamics.storage.layout import join
 from dynamics.storage.objects import StorageConfig
 
 log = logging.getLogger("dynamics.train")
@@ -99,11 +98,7 @@ class TensorBoard:
         self.writer.flush()
         if self._tmp is None:
             return
-        for root, _dirs, files in os.walk(self._tmp):
-            for name in files:
-                path = os.path.join(root, name)
-                rel = os.path.relpath(path, self._tmp).replace(os.sep, "/")
-                storage.upload_file(path, join(self.target, rel), self.cfg)
+        storage.upload_dir(self._tmp, self.target, self.cfg)
 
     def close(self) -> None:
         """Flush, upload, and remove the local copy."""

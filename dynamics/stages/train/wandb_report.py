@@ -16,7 +16,7 @@ from typing import Any
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import RunSpec
 from dynamics.storage import objects as storage
-from dynamics.storage.layout import RunPaths, join
+from dynamics.storage.layout import RunPaths
 from dynamics.storage.objects import StorageConfig
 
 
@@ -54,11 +54,7 @@ class WandbReport:
         """For an S3 work directory, upload the W&B files written so far."""
         if self._tmp is None:
             return
-        for root, _dirs, files in os.walk(self._tmp):
-            for name in files:
-                path = os.path.join(root, name)
-                rel = os.path.relpath(path, self._tmp).replace(os.sep, "/")
-                storage.upload_file(path, join(self.target, rel), self.cfg)
+        storage.upload_dir(self._tmp, self.target, self.cfg)
 
     def close(self) -> None:
         """Finish the W&B run, upload, and remove the local copy."""
