@@ -171,6 +171,9 @@ def _train_options(spec: RunSpec) -> list[Problem]:
     if t.eval_every is not None and spec.eval is None:
         out.append(Problem("train.evalEvery", "in-training eval needs the spec's eval sets",
                            "add an eval section, or remove train.evalEvery"))
+    if t.strategy == "fsdp" and t.precision.value == "amp":
+        out.append(Problem("train.precision", "fp16 AMP's gradient scaler is not set up for sharded gradients",
+                           "use precision amp_bf16 (the recipe's) with strategy fsdp"))
     for i, phase in enumerate(t.phases):
         if phase.batch_per_gpu % t.accum_freq:
             out.append(Problem(f"train.phases[{i}].batchPerGpu", f"{phase.batch_per_gpu} is not a multiple "

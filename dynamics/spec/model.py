@@ -207,8 +207,9 @@ class WandB(Model):
 
     project: str = Field(description="W&B project.")
     entity: str | None = Field(None, description="W&B entity (team or user); default the account's.")
-    mode: Literal["online", "offline"] = Field("online", description="offline: write runs under the "
-                                               "trainer's directory for a later 'wandb sync'.")
+    mode: Literal["online", "offline"] = Field(
+        "offline", description="offline: write the run under <run>/train/wandb/ for a later 'wandb sync' (no "
+        "network, no key); online: stream to W&B (the trainer pod needs WANDB_API_KEY).")
 
 
 class Train(Model):

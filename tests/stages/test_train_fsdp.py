@@ -6,15 +6,14 @@ path. Five short launches on the tiny model (two phases: 20 steps at 32 px, 4 at
 - ``ddp``: the reference (every mid-phase checkpoint kept: ``keepLast`` 10);
 - ``fsdp``: the same run sharded (``keepLast`` 1);
 - ``killed`` + its restart: FSDP, SIGKILLed mid-phase, resumed from its sharded checkpoint;
-- ``from``: DDP in a fresh work directory with ``resumeFrom`` = the reference's step-12 checkpoint.
+- ``from``: DDP in a fresh work directory with ``resumeFrom`` = the reference's step-12 checkpoint,
+  with ``accumFreq: 2`` and ``gradCheckpointing`` (same gradients, so the same losses within float noise).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import torch
 
 from dynamics.demo import generate_demo_data
 from dynamics.stages.train import checkpoint as ckpt
+from dynamics.stages.train.export import export_checkpoint
 from dynamics.stages.train.fsdp import shard_dir
 from dynamics.stages.train.ineval import metrics_uri
 from dynamics.stages.train.logs import ENV_KEYLOG
@@ -142,7 +142,8 @@ def runs(data: Data, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Laun
     assert first.returncode != 0
     out["killed"] = _launch(data, tmp, "killed", strategy="fsdp", keepLast=1)
     start = ckpt.checkpoint_uri(out["ddp"].paths, PlanRef(0, "res32"), 12)
-    out["from"] = _launch(data, tmp, "from", resumeFrom=start)
+    # also under real DDP + gather_with_grad: accumulation and checkpointing keep the loss curve
+    out["from"] = _launch(data, tmp, "from", resumeFrom=start, accumFreq=2, gradCheckpointing=True)
     return out
 
 
@@ -166,7 +167,7 @@ def test_fsdp_follows_the_ddp_loss_curve(runs: dict[str, Launch]) -> None:
         want, got = ddp.losses(rank), fsdp.losses(rank)
         assert sorted(got) == sorted(want) and len(want) == sum(STEPS)
         for step, loss in want.items():
-            assert got[step] == pytest.approx(loss, abs=2e-3), step
+            assert got[step] == pytest.approx(loss, abs=1e-4), step
     assert ddp.losses()[(0, STEPS[0])] < ddp.losses()[(0, 1)] - 0.05  # it trained
 
 
@@ -201,16 +202,12 @@ def _fresh(resolution: int) -> torch.nn.Module:
                                   force_context_length=16)
 
 
-def test_export_consolidates_shards_into_an_open_clip_checkpoint(runs: dict[str, Launch], tmp_path: Path,
-                                                                  data: Data) -> None:
+def test_export_consolidates_shards_into_an_open_clip_checkpoint(runs: dict[str, Launch], tmp_path: Path) -> None:
     fsdp = runs["fsdp"]
     _ok(fsdp)
     refs = ckpt.list_checkpoints(fsdp.paths, None)
     out = tmp_path / "export.pt"
-    cli = str(Path(sys.executable).parent / "dynamics")
-    result = subprocess.run([cli, "export-checkpoint", refs[1].uri, "-o", str(out)], capture_output=True, text=True,
-                            env={**os.environ, **data.env}, timeout=120)
-    assert result.returncode == 0, result.stderr
+    export_checkpoint(refs[1].uri, str(out), None)  # what `dynamics export-checkpoint URI -o FILE` runs
     model = _fresh(48)
     incompatible = open_clip.load_checkpoint(model, str(out))
     assert not incompatible.missing_keys and not incompatible.unexpected_keys

@@ -64,8 +64,8 @@ def test_checkpointing_and_accumulation_give_the_same_gradients(loss: str) -> No
 
 def test_siglip_model_has_its_bias() -> None:
     model = _model("siglip")
-    assert float(model.logit_bias) == -10.0
-    assert float(model.logit_scale.exp()) == pytest.approx(10.0)
+    assert float(model.logit_bias.detach()) == -10.0
+    assert float(model.logit_scale.detach().exp()) == pytest.approx(10.0)
 
 
 def _touch(paths: RunPaths, phase: int, name: str, step: int, *, sharded: bool = False) -> str:
@@ -119,6 +119,9 @@ def test_spec_rejects_accumulation_that_does_not_divide_the_batch(tmp_path: Path
     spec_doc["train"].update(accumFreq=1, evalEvery=5)
     with pytest.raises(SpecError, match="evalEvery"):
         load_spec(write_spec(str(tmp_path / "s.yaml"), spec_doc))
+    spec_doc["train"].update(evalEvery=None, strategy="fsdp", precision="amp")
+    with pytest.raises(SpecError, match="amp_bf16"):
+        load_spec(write_spec(str(tmp_path / "s.yaml"), spec_doc))
 
 
 def test_wandb_offline_writes_the_run_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,7 +131,7 @@ def test_wandb_offline_writes_the_run_locally(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     spec_doc = spec_dict(str(tmp_path / "work"), str(tmp_path / "{0..1}.tar"), 100,
-                         wandb={"project": "dynamics-test", "mode": "online"})  # the env var wins: offline
+                         wandb={"project": "dynamics-test", "mode": "online"})  # WANDB_MODE wins
     spec = load_spec(write_spec(str(tmp_path / "s.yaml"), spec_doc))
     paths = RunPaths.for_run(spec.storage.workdir, RUN)
     report = WandbReport(spec, paths, None)

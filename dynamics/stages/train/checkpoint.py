@@ -7,7 +7,9 @@ step in phase, sampler epoch, every rank's data-reader cursors and RNG states. E
 with ``torch.load(weights_only=True)``.
 
 Files are written atomically (:func:`dynamics.storage.objects.write_bytes`), so every listed checkpoint is
-complete; a file that still fails to load is skipped in favour of the one before it.
+complete; a file that still fails to load is skipped in favour of the one before it. With
+``train.strategy: fsdp`` a mid-phase checkpoint keeps model and optimizer state in ``<name>.dcp/``
+(``sharded: true``, see :mod:`dynamics.stages.train.fsdp`); ``dynamics export-model`` consolidates it.
 """
 
 from __future__ import annotations

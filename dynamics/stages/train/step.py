@@ -5,7 +5,8 @@ Accumulation follows open_clip_train's feature cache: the per-process batch is s
 micro-batch is recomputed with gradients and its features replace the cached ones before the loss
 over the whole batch. The summed gradients are those of the un-split batch (every negative is kept),
 while activations are held for one micro-batch at a time. Unlike open_clip_train, the logit scale
-(and bias) take their gradient from one micro-batch only, so it is not counted ``accum_freq`` times.
+(and bias) take their gradient from one micro-batch only (the last), so it is not counted
+``accum_freq`` times.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class Stepper:
                 out = dict(self.wrapped(img, txt))
                 for key in FEATURES:
                     out[key] = torch.cat([*cached[key][:j], out[key], *cached[key][j + 1:]])
-                if j:  # the scale's (and bias's) gradient comes from the first micro-batch only
+                # The scale's (and bias's) gradient comes from one micro-batch: the last, whose backward
+                # DDP synchronises and where it expects a gradient for every parameter.
+                if j < len(images) - 1:
                     out = {k: (v.detach() if k in ("logit_scale", "logit_bias") and v is not None else v)
                            for k, v in out.items()}
                 loss = self._loss(out)
