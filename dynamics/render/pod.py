@@ -50,6 +50,15 @@ def metadata(spec: RunSpec, name: str, component: str, *, workload: bool = False
     }
 
 
+def pod_metadata(spec: RunSpec, component: str) -> Obj:
+    """A pod template's metadata: the run's labels plus the spec's extra pod labels and annotations."""
+    k = spec.kubernetes
+    out: Obj = {"labels": {**k.pod_labels, **labels(spec, component)}}
+    if k.pod_annotations:
+        out["annotations"] = dict(k.pod_annotations)
+    return out
+
+
 def container_security() -> Obj:
     """Container fields required by the 'restricted' Pod Security Standard."""
     return {

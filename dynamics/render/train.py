@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, labels, metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.model import Launcher, RunSpec
 
@@ -21,7 +21,7 @@ def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None 
 
 def _template(spec: RunSpec, ctr: Obj, vols: list[Obj], restart_policy: str) -> Obj:
     return {
-        "metadata": {"labels": labels(spec, Stage.TRAIN.value)},
+        "metadata": pod_metadata(spec, Stage.TRAIN.value),
         "spec": pod_spec(spec, [ctr], vols, restart_policy=restart_policy, host_network=spec.train.host_network),
     }
 

@@ -114,9 +114,9 @@ def _write_markers(spec: RunSpec, stage: Stage) -> None:
 
 @pytest.mark.parametrize("outputs_complete", [True, False], ids=["outputs-complete", "outputs-missing"])
 def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete: bool) -> None:
-    """Issue 12 item 9: the workload finished and was deleted (ttlSecondsAfterFinished: 0, or the
+    """Issue 12 item 9: the workload finished and was deleted (a short ttlSecondsAfterFinished, or the
     controller was down longer than the TTL) before its end was recorded."""
-    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 0})
+    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 300})
     run, job = spec.name, f"{spec.name}-embed"
     kube = submitted(h, spec)
     controller = Controller(h.kube(), run, poll=FAST_POLL)
