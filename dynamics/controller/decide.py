@@ -61,6 +61,8 @@ class Observed:
     pod_failures: Mapping[Stage, tuple[PodFailure, ...]] = field(default_factory=dict)
     # Stages whose outputs are complete in the work directory (asked only for vanished stages).
     complete_outputs: frozenset[Stage] = frozenset()
+    # Running stages whose pods cannot start, past the deadline: the reason (see controller.stuck).
+    stuck: Mapping[Stage, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -121,7 +123,10 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
         return unserved
     live = observed.objects.get(key_of(workload))
     if live is not None:
-        return with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
+        state = with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
+        if state.phase is Phase.RUNNING and stage in observed.stuck:
+            return replace(state, phase=Phase.FAILED, reason=observed.stuck[stage])
+        return state
     recorded = observed.recorded.stage_state(stage) if observed.recorded else None
     if recorded is not None and recorded.phase.terminal:
         return recorded
@@ -140,6 +145,19 @@ def _vanished(recorded: StageState, outputs_complete: bool) -> StageState:
     return replace(recorded, phase=Phase.FAILED, active=0,
                    reason=f"{recorded.object} was deleted before it finished and its outputs are incomplete "
                    "(deleted by hand, or ttlSecondsAfterFinished removed a failed workload); resubmit to resume")
+
+
+def running_stages(spec: RunSpec, observed: Observed) -> list[tuple[Stage, Obj]]:
+    """Stages whose live workload is running, with it (the shell looks for stuck pods in them)."""
+    if observed.recorded is not None and observed.recorded.phase.terminal:
+        return []
+    out = []
+    for stage in stages_of(spec):
+        workload = _workload(render_stage(spec, stage))
+        live = observed.objects.get(key_of(workload)) if workload is not None else None
+        if live is not None and workload_state(stage, live).phase is Phase.RUNNING:
+            out.append((stage, live))
+    return out
 
 
 def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:

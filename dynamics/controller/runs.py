@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.decide import Observed, failed_stages, vanished_stages
+from dynamics.controller.decide import Observed, failed_stages, running_stages, vanished_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
-from dynamics.controller.resources import CONFIG_MAPS, PODS, RUN_RESOURCES
+from dynamics.controller.resources import CONFIG_MAPS, EVENTS, PODS, RUN_RESOURCES
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
+from dynamics.controller.stuck import stuck_reason, stuck_signal
 from dynamics.errors import KubeError
 from dynamics.spec import names
 from dynamics.spec.loader import load_spec_text
@@ -146,6 +147,31 @@ def _outputs_complete(spec: RunSpec, stage: Stage) -> bool:
     return stage_progress(spec, paths, stage, storage_config(spec)).complete
 
 
+def now_utc() -> dt.datetime:
+    """The wall clock (one place, so that tests can move it past a deadline)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stage, str]:
+    """Running stages whose pods could not start for ``kubernetes.stuckAfterSeconds`` (or were refused
+    by admission), with why: the pod's waiting reason, or the workload's last FailedCreate Event."""
+    out = {}
+    now = now_utc()
+    for stage, workload in running_stages(record.spec, observed):
+        pods = kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}")
+        fields = f"involvedObject.name={workload['metadata']['name']},type=Warning"
+        try:
+            events = kube.list(EVENTS, fields=fields)
+        except KubeApiError as err:  # an older Role without "list events": pods alone still tell a lot
+            if err.status != 403:
+                raise
+            events = []
+        reason = stuck_reason(stuck_signal(pods, events), now, record.spec.kubernetes.stuck_after_seconds)
+        if reason is not None:
+            out[stage] = reason
+    return out
+
+
 def observe(kube: Kube, record: RunRecord) -> Observed:
     """What the controller's decision needs, read from the cluster (with a failed stage's pods, and
     the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError."""
@@ -156,6 +182,9 @@ def observe(kube: Kube, record: RunRecord) -> Observed:
     if vanished:
         complete = frozenset(s for s in vanished if _outputs_complete(record.spec, s))
         observed = dataclasses.replace(observed, complete_outputs=complete)
+    stuck = stuck_stages(kube, record, observed)
+    if stuck:
+        observed = dataclasses.replace(observed, stuck=stuck)
     stages = failed_stages(record.spec, observed)
     if not stages:
         return observed

@@ -153,4 +153,6 @@ def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness, lau
     other_launcher = (
         ("create", "", "services") if launcher == "pytorchjob" else ("create", "kubeflow.org", "pytorchjobs")
     )
-    assert used == set(REQUIRED_PERMISSIONS) - {other_launcher}
+    # Listing Warning Events happens only on a pass that sees a stage running (timing-dependent here;
+    # tests/controller/test_controller_stuck.py exercises it).
+    assert used - {("list", "", "events")} == set(REQUIRED_PERMISSIONS) - {other_launcher, ("list", "", "events")}
