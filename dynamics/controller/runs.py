@@ -86,14 +86,19 @@ def require_run(kube: Kube, run: str) -> RunRecord:
     return record
 
 
-def list_run_objects(kube: Kube, run: str) -> tuple[list[Obj], set[str]]:
-    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve."""
+def list_run_objects(kube: Kube, run: str, *, skip_forbidden: bool = False) -> tuple[list[Obj], set[str]]:
+    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve.
+
+    ``skip_forbidden`` (the CLI's views and cancel): kinds the user may not list are left out, so a
+    user with the built-in ``edit`` role (no pytorchjobs) can still see and cancel an indexed-job run."""
     objects: list[Obj] = []
     unserved: set[str] = set()
     for res in RUN_RESOURCES:
         try:
             objects += kube.list(res, run_selector(run))
         except KubeApiError as err:
+            if skip_forbidden and err.status == 403:
+                continue
             if err.status != 404:  # 404 on a collection: the resource type (a CRD) is not installed
                 raise
             unserved.add(res.kind)
@@ -172,12 +177,17 @@ def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stag
     return out
 
 
-def observe(kube: Kube, record: RunRecord) -> Observed:
+def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
     """What the controller's decision needs, read from the cluster (with a failed stage's pods, and
-    the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError."""
-    objects, unserved = list_run_objects(kube, record.name)
+    the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError.
+
+    ``view`` (``dynamics status``): only what a user with the ``edit`` role may read, no storage
+    access and no stuck-stage verdicts (the controller records those)."""
+    objects, unserved = list_run_objects(kube, record.name, skip_forbidden=view)
     mine = [o for o in objects if owned_by(o, record.config_map)]
     observed = Observed.of(mine, record.recorded, unserved)
+    if view:
+        return observed
     vanished = vanished_stages(record.spec, observed)
     if vanished:
         complete = frozenset(s for s in vanished if _outputs_complete(record.spec, s))
@@ -258,10 +268,11 @@ def delete_run(
 
     Returns how many run objects (Jobs, PyTorchJobs, Services) existed when deletion started.
     """
-    objects, _ = list_run_objects(kube, run)
+    objects, _ = list_run_objects(kube, run, skip_forbidden=True)
     kube.delete(CONFIG_MAPS, names.config_map(run))
     deadline = time.monotonic() + timeout_s
-    while kube.get(CONFIG_MAPS, names.config_map(run)) is not None or list_run_objects(kube, run)[0]:
+    while (kube.get(CONFIG_MAPS, names.config_map(run)) is not None
+           or list_run_objects(kube, run, skip_forbidden=True)[0]):
         if time.monotonic() > deadline:
             raise KubeError(
                 f'run "{run}" is still being deleted after {timeout_s:.0f}s',

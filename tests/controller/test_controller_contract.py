@@ -164,3 +164,22 @@ def _workloads(kube: Kube) -> list[dict]:
     from dynamics.controller.runs import list_run_objects
 
     return list_run_objects(kube, RUN)[0]
+
+
+def test_edit_role_user_can_see_and_cancel_an_indexed_job_run(h: Harness) -> None:
+    """Issue 12 item 14: the built-in `edit` role cannot list pytorchjobs; status and cancel still work."""
+    from dynamics.controller.status import cancel_run, show_status
+
+    spec = make_spec(train={"launcher": "indexed-job"})
+    kube = submitted(h, spec)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    edit = {(verb, "", res) for verb in ("get", "list", "create", "delete", "patch")
+            for res in ("configmaps", "pods", "pods/log", "services", "events")}
+    h.double.allow(edit | {(verb, "batch", "jobs") for verb in ("get", "list", "delete")})
+    out = io.StringIO()
+    show_status(h.kube(), RUN, out)
+    assert "embed" in out.getvalue()
+    out = io.StringIO()
+    assert cancel_run(h.kube(), RUN, out, interval_s=0.02) == 0
+    h.double.allow(None)
+    assert kube.get(CONFIG_MAPS, RUN) is None
