@@ -63,6 +63,7 @@ class Observed:
     complete_outputs: frozenset[Stage] = frozenset()
     # Running stages whose pods cannot start, past the deadline: the reason (see controller.stuck).
     stuck: Mapping[Stage, str] = field(default_factory=dict)
+    spec_sha256: str | None = None  # of the spec text in the run ConfigMap now
 
     @classmethod
     def of(
@@ -223,8 +224,15 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
     recorded = observed.recorded
     if recorded is not None and recorded.phase.terminal:
         return [Finish(recorded.phase, recorded.reason)]
+    started_with = recorded.spec_sha256 if recorded is not None and recorded.spec_sha256 else observed.spec_sha256
     states = stage_states(spec, observed)
-    status = run_status(states)
+    status = replace(run_status(states), spec_sha256=started_with)
+    if started_with != observed.spec_sha256:
+        reason = (f"the run's spec changed after submission (sha256 {str(started_with)[:12]} -> "
+                  f"{str(observed.spec_sha256)[:12]}): a run's spec cannot change while it runs; submit the "
+                  "change as a new run (or dynamics-submit --replace)")
+        status = replace(status, phase=Phase.FAILED, reason=reason)
+        return [WriteStatus(status), Finish(status.phase, status.reason)]
     if status.phase.terminal:
         return [WriteStatus(status), Finish(status.phase, status.reason)]
     assert status.stage is not None
@@ -235,7 +243,7 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
 def rejected(status: RunStatus, stage: Stage, reason: str) -> RunStatus:
     """``status`` with ``stage`` failed because the API server refused one of its objects."""
     states = [replace(s, phase=Phase.FAILED, reason=reason) if s.stage is stage else s for s in status.stages]
-    return run_status(states)
+    return replace(run_status(states), spec_sha256=status.spec_sha256)
 
 
 def needs_pytorchjob(spec: RunSpec) -> bool:

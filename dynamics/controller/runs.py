@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -185,7 +186,9 @@ def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
     access and no stuck-stage verdicts (the controller records those)."""
     objects, unserved = list_run_objects(kube, record.name, skip_forbidden=view)
     mine = [o for o in objects if owned_by(o, record.config_map)]
-    observed = Observed.of(mine, record.recorded, unserved)
+    text = (record.config_map.get("data") or {}).get(C.CONFIG_SPEC_KEY, "")
+    observed = dataclasses.replace(Observed.of(mine, record.recorded, unserved),
+                                   spec_sha256=hashlib.sha256(text.encode()).hexdigest())
     if view:
         return observed
     vanished = vanished_stages(record.spec, observed)

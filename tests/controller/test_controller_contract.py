@@ -183,3 +183,20 @@ def test_edit_role_user_can_see_and_cancel_an_indexed_job_run(h: Harness) -> Non
     assert cancel_run(h.kube(), RUN, out, interval_s=0.02) == 0
     h.double.allow(None)
     assert kube.get(CONFIG_MAPS, RUN) is None
+
+
+def test_a_spec_changed_under_a_running_run_is_refused(h: Harness) -> None:
+    """Issue 12 item 4: `kubectl edit` / `helm upgrade` of the run ConfigMap mid-run fails the run."""
+    kube = submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    controller.step()
+    h.play_stage(SPEC, Stage.EMBED)
+    controller.step()
+    cm = kube.get(CONFIG_MAPS, RUN)
+    assert cm is not None and recorded(kube).spec_sha256 is not None
+    text = cm["data"][C.CONFIG_SPEC_KEY].replace("k: 100", "k: 200")
+    assert text != cm["data"][C.CONFIG_SPEC_KEY]
+    kube.patch(CONFIG_MAPS, RUN, {"data": {C.CONFIG_SPEC_KEY: text}})
+    assert controller.step().outcome is Outcome.FAILED
+    status = recorded(kube)
+    assert status.phase is Phase.FAILED and "spec changed after submission" in (status.reason or "")
