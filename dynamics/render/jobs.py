@@ -68,7 +68,7 @@ def controller_job(spec: RunSpec) -> Obj:
     command = ["dynamics", "controller", "--run", spec.name]
     job = _job(spec, name=names.controller_job(spec.name), component=C.COMPONENT_CONTROLLER,
                image=spec.images.controller, command=command,
-               res=resources(CONTROLLER_RESOURCES))
+               res=resources(CONTROLLER_RESOURCES), service_account=spec.kubernetes.service_account)
     # The controller waits for the whole run; it must not be garbage-collected by a TTL mid-run,
     # and a restarted controller continues where the previous one stopped (level-triggered).
     job["spec"]["backoffLimit"] = 10

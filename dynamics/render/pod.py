@@ -158,7 +158,9 @@ def pod_spec(spec: RunSpec, containers: list[Obj], vols: list[Obj], *, restart_p
     k = spec.kubernetes
     out: Obj = {
         "restartPolicy": restart_policy,
-        "serviceAccountName": service_account or k.service_account,
+        # Stage pods run model code: their ServiceAccount has no RBAC and they get no API token.
+        "serviceAccountName": service_account or k.workload_service_account,
+        "automountServiceAccountToken": service_account is not None,
         "securityContext": pod_security(spec),
         "containers": containers,
         "volumes": vols,

@@ -319,7 +319,12 @@ class Kubernetes(Model):
             raise ValueError(f"labels {', '.join(sorted(reserved))} are set by dynamics; choose other keys")
         return v
 
-    service_account: str = Field("dynamics", description="Service account (the Helm chart creates 'dynamics').")
+    service_account: str = Field(
+        "dynamics", description="ServiceAccount of the controller (the Helm chart creates 'dynamics' with the "
+        "Role the controller needs).")
+    workload_service_account: str = Field(
+        "dynamics-workload", description="ServiceAccount of the stage pods, which run model code: no RBAC, and "
+        "no API token is mounted (the chart creates it; give it the IRSA role).")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None

@@ -134,11 +134,16 @@ def check_objects(objs: list[dict]) -> None:
 
 def test_namespace_install_objects(tmp_path: Path) -> None:
     objs = template(tmp_path)
-    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Pod", "Role", "RoleBinding", "ServiceAccount"]
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["ConfigMap", "Pod", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"]
     check_objects(objs)
-    sa = by_kind(objs, "ServiceAccount")[0]
+    sa, workload = by_kind(objs, "ServiceAccount")
     assert sa["metadata"]["name"] == "dynamics"
     assert sa["metadata"]["labels"][C.LABEL_MANAGED_BY] == "Helm"
+    # Stage pods run model code: their ServiceAccount gets no token and no Role (issue 12 item 5).
+    assert workload["metadata"]["name"] == "dynamics-workload"
+    assert workload["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in sa
     binding = by_kind(objs, "RoleBinding")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynamics", "namespace": "team"}]
     assert binding["roleRef"]["name"] == by_kind(objs, "Role")[0]["metadata"]["name"]

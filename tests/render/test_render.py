@@ -236,3 +236,15 @@ def test_pod_annotations_labels_and_max_failed_indexes() -> None:
     data["kubernetes"]["ttlSecondsAfterFinished"] = 0
     with pytest.raises(Exception, match="ttlSecondsAfterFinished"):
         validate(data)
+
+
+def test_stage_pods_use_the_tokenless_workload_service_account() -> None:
+    """Issue 12 item 5: only the controller's pod has the ServiceAccount with RBAC and an API token."""
+    spec = load_spec(RECIPE)
+    controller = render_submission(spec)[1]["spec"]["template"]["spec"]
+    assert controller["serviceAccountName"] == "dynamics" and controller["automountServiceAccountToken"] is True
+    for stage in stages_of(spec):
+        for obj in render_stage(spec, stage):
+            for template in pod_templates(obj):
+                assert template["spec"]["serviceAccountName"] == "dynamics-workload"
+                assert template["spec"]["automountServiceAccountToken"] is False
