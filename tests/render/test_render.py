@@ -199,8 +199,11 @@ def test_indexed_job_launcher_rendezvous() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == svc["metadata"]["name"]
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
-    cmd = " ".join(pod["containers"][0]["command"])
-    assert f"--rdzv-endpoint={job['metadata']['name']}-0.{svc['metadata']['name']}:" in cmd
+    cmd = pod["containers"][0]["command"]
+    # Static rendezvous (issue 12 item 11): rank from the completion index, pod 0 is the master.
+    assert f"--master-addr={job['metadata']['name']}-0.{svc['metadata']['name']}" in cmd
+    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in cmd and "--max-restarts=3" in cmd
+    assert not any(a.startswith("--rdzv") for a in cmd)
     assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
 
 
