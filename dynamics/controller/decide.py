@@ -61,6 +61,9 @@ class Observed:
     pod_failures: Mapping[Stage, tuple[PodFailure, ...]] = field(default_factory=dict)
     # Stages whose outputs are complete in the work directory (asked only for vanished stages).
     complete_outputs: frozenset[Stage] = frozenset()
+    # Running stages whose pods cannot start, past the deadline: the reason (see controller.stuck).
+    stuck: Mapping[Stage, str] = field(default_factory=dict)
+    spec_sha256: str | None = None  # of the spec text in the run ConfigMap now
 
     @classmethod
     def of(
@@ -121,7 +124,10 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
         return unserved
     live = observed.objects.get(key_of(workload))
     if live is not None:
-        return with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
+        state = with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
+        if state.phase is Phase.RUNNING and stage in observed.stuck:
+            return replace(state, phase=Phase.FAILED, reason=observed.stuck[stage])
+        return state
     recorded = observed.recorded.stage_state(stage) if observed.recorded else None
     if recorded is not None and recorded.phase.terminal:
         return recorded
@@ -140,6 +146,19 @@ def _vanished(recorded: StageState, outputs_complete: bool) -> StageState:
     return replace(recorded, phase=Phase.FAILED, active=0,
                    reason=f"{recorded.object} was deleted before it finished and its outputs are incomplete "
                    "(deleted by hand, or ttlSecondsAfterFinished removed a failed workload); resubmit to resume")
+
+
+def running_stages(spec: RunSpec, observed: Observed) -> list[tuple[Stage, Obj]]:
+    """Stages whose live workload is running, with it (the shell looks for stuck pods in them)."""
+    if observed.recorded is not None and observed.recorded.phase.terminal:
+        return []
+    out = []
+    for stage in stages_of(spec):
+        workload = _workload(render_stage(spec, stage))
+        live = observed.objects.get(key_of(workload)) if workload is not None else None
+        if live is not None and workload_state(stage, live).phase is Phase.RUNNING:
+            out.append((stage, live))
+    return out
 
 
 def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
@@ -205,8 +224,15 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
     recorded = observed.recorded
     if recorded is not None and recorded.phase.terminal:
         return [Finish(recorded.phase, recorded.reason)]
+    started_with = recorded.spec_sha256 if recorded is not None and recorded.spec_sha256 else observed.spec_sha256
     states = stage_states(spec, observed)
-    status = run_status(states)
+    status = replace(run_status(states), spec_sha256=started_with)
+    if started_with != observed.spec_sha256:
+        reason = (f"the run's spec changed after submission (sha256 {str(started_with)[:12]} -> "
+                  f"{str(observed.spec_sha256)[:12]}): a run's spec cannot change while it runs; submit the "
+                  "change as a new run (or dynamics-submit --replace)")
+        status = replace(status, phase=Phase.FAILED, reason=reason)
+        return [WriteStatus(status), Finish(status.phase, status.reason)]
     if status.phase.terminal:
         return [WriteStatus(status), Finish(status.phase, status.reason)]
     assert status.stage is not None
@@ -217,7 +243,7 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
 def rejected(status: RunStatus, stage: Stage, reason: str) -> RunStatus:
     """``status`` with ``stage`` failed because the API server refused one of its objects."""
     states = [replace(s, phase=Phase.FAILED, reason=reason) if s.stage is stage else s for s in status.stages]
-    return run_status(states)
+    return replace(run_status(states), spec_sha256=status.spec_sha256)
 
 
 def needs_pytorchjob(spec: RunSpec) -> bool:

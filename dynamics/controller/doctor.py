@@ -15,7 +15,7 @@ from typing import TextIO
 
 from dynamics.controller.decide import needs_pytorchjob
 from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Permission
-from dynamics.controller.resources import NODES, PYTORCHJOBS, SECRETS
+from dynamics.controller.resources import NAMESPACES, NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
@@ -23,6 +23,8 @@ from dynamics.storage import objects as storage
 from dynamics.storage.shards import resolve_shards
 
 GPU_RESOURCE = "nvidia.com/gpu"
+PSS_ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
+OPERATOR_TEMPLATE = "charts/operator/pytorch-init-container-restricted.yaml"
 
 
 class Verdict(StrEnum):
@@ -98,6 +100,40 @@ def check_crd(kube: Kube, spec: RunSpec | None) -> Check:
         f"{PYTORCHJOBS.api_version} pytorchjobs is not served",
         "ask an admin to install the Kubeflow training operator (v1.9), "
         "or set train.launcher: indexed-job (no operator needed)",
+    )
+
+
+def _pss_problems(spec: RunSpec | None, level: str) -> list[str]:
+    """What Pod Security admission at ``level`` will refuse among the run's pods."""
+    problems = []
+    if spec is not None and spec.train.host_network and level in ("baseline", "restricted"):
+        problems.append("train.hostNetwork: true (host namespaces): every trainer pod is refused")
+    if level == "restricted" and (spec is None or (needs_pytorchjob(spec) and spec.train.nodes > 1)):
+        problems.append("PyTorchJob Worker pods: training operator v1.9 adds an init-pytorch container with no "
+                        "securityContext, so they are refused (FailedCreate) unless the operator uses a "
+                        "restricted init-container template")
+    return problems
+
+
+def check_pod_security(kube: Kube, spec: RunSpec | None) -> Check:
+    """The namespace's ``pod-security.kubernetes.io/enforce`` level admits every pod of the run."""
+    try:
+        ns = kube.get(NAMESPACES, kube.namespace)
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return Check("Pod Security", Verdict.WARN, f"cannot read namespace {kube.namespace}; its "
+                     f"{PSS_ENFORCE_LABEL} label is not checked",
+                     f"`kubectl get ns {kube.namespace} --show-labels`: with 'restricted', see the README's "
+                     "restricted-namespace recipe")
+    level = (((ns or {}).get("metadata") or {}).get("labels") or {}).get(PSS_ENFORCE_LABEL, "privileged")
+    problems = _pss_problems(spec, level)
+    if not problems:
+        return Check("Pod Security", Verdict.PASS, f"namespace enforces '{level}': every pod of the run is admitted")
+    return Check(
+        "Pod Security", Verdict.FAIL, f"namespace {kube.namespace} enforces '{level}': " + "; ".join(problems),
+        f"install {OPERATOR_TEMPLATE} as the operator's --pytorch-init-container-template-file (README: "
+        "restricted namespaces), or set train.launcher: indexed-job; drop train.hostNetwork",
     )
 
 
@@ -192,7 +228,9 @@ def cluster_checks(kube: Kube, spec: RunSpec | None) -> list[Check]:
     api = check_api(kube)
     if api.verdict is Verdict.FAIL:
         return [api, Check("cluster checks", Verdict.SKIP, "the API server is not reachable")]
-    checks: list[Callable[[Kube, RunSpec | None], Check]] = [check_rbac, check_crd, check_gpus, check_secret]
+    checks: list[Callable[[Kube, RunSpec | None], Check]] = [
+        check_rbac, check_crd, check_pod_security, check_gpus, check_secret,
+    ]
     return [api, *(check(kube, spec) for check in checks)]
 
 

@@ -59,6 +59,7 @@ CONTROLLER_PERMISSIONS: tuple[Permission, ...] = (
     _perm(Verb.LIST, PODS),
     _perm(Verb.GET, POD_LOGS),
     _perm(Verb.CREATE, EVENTS),
+    _perm(Verb.LIST, EVENTS),  # FailedCreate Warnings on a stuck stage's workload
 )
 # Exactly the calls `dynamics-submit` makes (with --replace and --wait).
 SUBMIT_PERMISSIONS: tuple[Permission, ...] = (
@@ -219,9 +220,10 @@ class Kube:
                 return None
             raise
 
-    def list(self, res: Resource, selector: str | None = None) -> list[Obj]:
-        """Objects matching a label selector (kind/apiVersion filled in on every item)."""
-        data = self._call(Verb.LIST, res, query={"labelSelector": selector} if selector else None)
+    def list(self, res: Resource, selector: str | None = None, *, fields: str | None = None) -> list[Obj]:
+        """Objects matching a label selector and a field selector (kind/apiVersion filled in on every item)."""
+        query = {k: v for k, v in (("labelSelector", selector), ("fieldSelector", fields)) if v}
+        data = self._call(Verb.LIST, res, query=query or None)
         items = data.get("items") or []
         for item in items:
             item.setdefault("kind", res.kind)

@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import datetime as dt
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -19,11 +20,12 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.decide import Observed, failed_stages, vanished_stages
+from dynamics.controller.decide import Observed, failed_stages, running_stages, vanished_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
-from dynamics.controller.resources import CONFIG_MAPS, PODS, RUN_RESOURCES
+from dynamics.controller.resources import CONFIG_MAPS, EVENTS, PODS, RUN_RESOURCES
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
+from dynamics.controller.stuck import stuck_reason, stuck_signal
 from dynamics.errors import KubeError
 from dynamics.spec import names
 from dynamics.spec.loader import load_spec_text
@@ -85,14 +87,19 @@ def require_run(kube: Kube, run: str) -> RunRecord:
     return record
 
 
-def list_run_objects(kube: Kube, run: str) -> tuple[list[Obj], set[str]]:
-    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve."""
+def list_run_objects(kube: Kube, run: str, *, skip_forbidden: bool = False) -> tuple[list[Obj], set[str]]:
+    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve.
+
+    ``skip_forbidden`` (the CLI's views and cancel): kinds the user may not list are left out, so a
+    user with the built-in ``edit`` role (no pytorchjobs) can still see and cancel an indexed-job run."""
     objects: list[Obj] = []
     unserved: set[str] = set()
     for res in RUN_RESOURCES:
         try:
             objects += kube.list(res, run_selector(run))
         except KubeApiError as err:
+            if skip_forbidden and err.status == 403:
+                continue
             if err.status != 404:  # 404 on a collection: the resource type (a CRD) is not installed
                 raise
             unserved.add(res.kind)
@@ -146,16 +153,51 @@ def _outputs_complete(spec: RunSpec, stage: Stage) -> bool:
     return stage_progress(spec, paths, stage, storage_config(spec)).complete
 
 
-def observe(kube: Kube, record: RunRecord) -> Observed:
+def now_utc() -> dt.datetime:
+    """The wall clock (one place, so that tests can move it past a deadline)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stage, str]:
+    """Running stages whose pods could not start for ``kubernetes.stuckAfterSeconds`` (or were refused
+    by admission), with why: the pod's waiting reason, or the workload's last FailedCreate Event."""
+    out = {}
+    now = now_utc()
+    for stage, workload in running_stages(record.spec, observed):
+        pods = kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}")
+        fields = f"involvedObject.name={workload['metadata']['name']},type=Warning"
+        try:
+            events = kube.list(EVENTS, fields=fields)
+        except KubeApiError as err:  # an older Role without "list events": pods alone still tell a lot
+            if err.status != 403:
+                raise
+            events = []
+        reason = stuck_reason(stuck_signal(pods, events), now, record.spec.kubernetes.stuck_after_seconds)
+        if reason is not None:
+            out[stage] = reason
+    return out
+
+
+def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
     """What the controller's decision needs, read from the cluster (with a failed stage's pods, and
-    the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError."""
-    objects, unserved = list_run_objects(kube, record.name)
+    the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError.
+
+    ``view`` (``dynamics status``): only what a user with the ``edit`` role may read, no storage
+    access and no stuck-stage verdicts (the controller records those)."""
+    objects, unserved = list_run_objects(kube, record.name, skip_forbidden=view)
     mine = [o for o in objects if owned_by(o, record.config_map)]
-    observed = Observed.of(mine, record.recorded, unserved)
+    text = (record.config_map.get("data") or {}).get(C.CONFIG_SPEC_KEY, "")
+    observed = dataclasses.replace(Observed.of(mine, record.recorded, unserved),
+                                   spec_sha256=hashlib.sha256(text.encode()).hexdigest())
+    if view:
+        return observed
     vanished = vanished_stages(record.spec, observed)
     if vanished:
         complete = frozenset(s for s in vanished if _outputs_complete(record.spec, s))
         observed = dataclasses.replace(observed, complete_outputs=complete)
+    stuck = stuck_stages(kube, record, observed)
+    if stuck:
+        observed = dataclasses.replace(observed, stuck=stuck)
     stages = failed_stages(record.spec, observed)
     if not stages:
         return observed
@@ -229,10 +271,11 @@ def delete_run(
 
     Returns how many run objects (Jobs, PyTorchJobs, Services) existed when deletion started.
     """
-    objects, _ = list_run_objects(kube, run)
+    objects, _ = list_run_objects(kube, run, skip_forbidden=True)
     kube.delete(CONFIG_MAPS, names.config_map(run))
     deadline = time.monotonic() + timeout_s
-    while kube.get(CONFIG_MAPS, names.config_map(run)) is not None or list_run_objects(kube, run)[0]:
+    while (kube.get(CONFIG_MAPS, names.config_map(run)) is not None
+           or list_run_objects(kube, run, skip_forbidden=True)[0]):
         if time.monotonic() > deadline:
             raise KubeError(
                 f'run "{run}" is still being deleted after {timeout_s:.0f}s',

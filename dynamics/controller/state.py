@@ -142,6 +142,7 @@ class RunStatus:
     stage: Stage | None = None  # the current stage, or the one that failed
     reason: str | None = None
     stages: tuple[StageState, ...] = field(default_factory=tuple)
+    spec_sha256: str | None = None  # of the spec text the controller started with (a change is refused)
 
     def stage_state(self, stage: Stage) -> StageState | None:
         """The recorded state of ``stage``, if any."""
@@ -154,6 +155,7 @@ class RunStatus:
             "stage": self.stage.value if self.stage else None,
             "reason": self.reason,
             "stages": [s.to_json() for s in self.stages],
+            "specSha256": self.spec_sha256,
         }
 
     def dumps(self) -> str:
@@ -172,6 +174,7 @@ class RunStatus:
                 stage=Stage(data["stage"]) if data.get("stage") else None,
                 reason=data.get("reason"),
                 stages=tuple(StageState.from_json(s) for s in data.get("stages", [])),
+                spec_sha256=data.get("specSha256"),
             )
         except (ValueError, KeyError, TypeError):
             return None

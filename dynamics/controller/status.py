@@ -39,7 +39,7 @@ def current_status(kube: Kube, run: str) -> RunStatus:
     record = require_run(kube, run)
     if record.recorded is not None and record.recorded.phase.terminal:
         return record.recorded
-    return run_status(stage_states(record.spec, observe(kube, record)))
+    return run_status(stage_states(record.spec, observe(kube, record, view=True)))
 
 
 def show_status(kube: Kube, run: str, out: TextIO) -> int:

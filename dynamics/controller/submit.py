@@ -15,10 +15,11 @@ from typing import TextIO
 from dynamics.controller.kube import Kube, KubeApiError, connect
 from dynamics.controller.report import describe_changes
 from dynamics.controller.run import Poll
-from dynamics.controller.runs import delete_run, read_run, run_selector, with_owner
+from dynamics.controller.runs import delete_run, read_run, with_owner
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError
 from dynamics.render import render_submission
+from dynamics.render.logcmd import log_command
 from dynamics.spec.model import RunSpec
 
 
@@ -57,7 +58,7 @@ def _create_controller(kube: Kube, spec: RunSpec, job: Obj) -> None:
 def next_steps(spec: RunSpec, namespace: str) -> str:
     """What to run next, printed after a submission."""
     return (
-        f"  follow the logs:  kubectl logs -n {namespace} -l {run_selector(spec.name)} -f\n"
+        f"  follow the logs:  {log_command(spec, namespace)}\n"
         f"  see the stages:   dynamics status {spec.name} -n {namespace}"
     )
 

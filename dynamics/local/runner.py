@@ -83,9 +83,16 @@ def _torch_env(obj: Obj, node_rank: int, nnodes: int, port: int) -> dict[str, st
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
-def _local_command(command: list[str], port: int) -> list[str]:
-    # The indexed-job launcher rendezvous at pod 0's DNS name; locally that is this machine.
-    return [f"--rdzv-endpoint=127.0.0.1:{port}" if a.startswith("--rdzv-endpoint=") else a for a in command]
+def _local_command(command: list[str], port: int, env: dict[str, str]) -> list[str]:
+    # The indexed-job launcher's master is pod 0's DNS name; locally that is this machine. Kubernetes
+    # expands $(JOB_COMPLETION_INDEX) in commands; so do we.
+    local = {"--master-addr": "127.0.0.1", "--master-port": str(port)}
+    out = []
+    for arg in command:
+        flag = arg.split("=", 1)[0]
+        arg = f"{flag}={local[flag]}" if flag in local and "=" in arg else arg
+        out.append(arg.replace(f"$({C.ENV_JOB_INDEX})", env.get(C.ENV_JOB_INDEX, "0")))
+    return out
 
 
 def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path) -> list[Proc]:
@@ -107,7 +114,7 @@ def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path)
                     env.update(_torch_env(obj, rank, nnodes, port))
                 label = f"{stage.value}-{i}" if indexed else (f"{stage.value}-{role.lower()}-{i}"
                                                                if obj["kind"] == "PyTorchJob" else stage.value)
-                procs.append(Proc(label, _local_command(ctr["command"], port), env, log_dir / f"{label}.log"))
+                procs.append(Proc(label, _local_command(ctr["command"], port, env), env, log_dir / f"{label}.log"))
                 rank += 1
     return procs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import Resources, RunSpec
@@ -38,7 +38,7 @@ def _job(spec: RunSpec, *, name: str, component: str, image: str, command: list[
     vols, mounts = volumes(spec, shm)
     ctr = container(spec, name=component, image=image, command=command, res=res, mounts=mounts)
     template = {
-        "metadata": {"labels": metadata(spec, name, component)["labels"]},
+        "metadata": pod_metadata(spec, component),
         "spec": pod_spec(spec, [ctr], vols, restart_policy="Never", service_account=service_account),
     }
     job_spec: Obj = {
@@ -50,6 +50,7 @@ def _job(spec: RunSpec, *, name: str, component: str, image: str, command: list[
     if indexed:
         job_spec["completionMode"] = "Indexed"
         job_spec["backoffLimitPerIndex"] = spec.kubernetes.backoff_limit_per_index
+        job_spec["maxFailedIndexes"] = min(spec.kubernetes.max_failed_indexes, completions)
     else:
         job_spec["backoffLimit"] = spec.kubernetes.backoff_limit
     if spec.kubernetes.ttl_seconds_after_finished is not None:
@@ -67,10 +68,13 @@ def controller_job(spec: RunSpec) -> Obj:
     command = ["dynamics", "controller", "--run", spec.name]
     job = _job(spec, name=names.controller_job(spec.name), component=C.COMPONENT_CONTROLLER,
                image=spec.images.controller, command=command,
-               res=resources(CONTROLLER_RESOURCES))
+               res=resources(CONTROLLER_RESOURCES), service_account=spec.kubernetes.service_account)
     # The controller waits for the whole run; it must not be garbage-collected by a TTL mid-run,
     # and a restarted controller continues where the previous one stopped (level-triggered).
     job["spec"]["backoffLimit"] = 10
+    # The controller is not a batch workload: Kueue's queue label would make it wait for (and use)
+    # the team's GPU quota.
+    job["metadata"]["labels"].pop(C.LABEL_KUEUE_QUEUE, None)
     return job
 
 

@@ -50,6 +50,15 @@ def metadata(spec: RunSpec, name: str, component: str, *, workload: bool = False
     }
 
 
+def pod_metadata(spec: RunSpec, component: str) -> Obj:
+    """A pod template's metadata: the run's labels plus the spec's extra pod labels and annotations."""
+    k = spec.kubernetes
+    out: Obj = {"labels": {**k.pod_labels, **labels(spec, component)}}
+    if k.pod_annotations:
+        out["annotations"] = dict(k.pod_annotations)
+    return out
+
+
 def container_security() -> Obj:
     """Container fields required by the 'restricted' Pod Security Standard."""
     return {
@@ -149,7 +158,9 @@ def pod_spec(spec: RunSpec, containers: list[Obj], vols: list[Obj], *, restart_p
     k = spec.kubernetes
     out: Obj = {
         "restartPolicy": restart_policy,
-        "serviceAccountName": service_account or k.service_account,
+        # Stage pods run model code: their ServiceAccount has no RBAC and they get no API token.
+        "serviceAccountName": service_account or k.workload_service_account,
+        "automountServiceAccountToken": service_account is not None,
         "securityContext": pod_security(spec),
         "containers": containers,
         "volumes": vols,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, labels, metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.model import Launcher, RunSpec
 
 TRAIN_COMMAND_TAIL = ["--no-python", "dynamics", "stage", Stage.TRAIN.value]
+# torchrun restarts its local workers this often before the pod fails (then the Job's backoffLimit).
+TRAIN_MAX_RESTARTS = 3
 
 
 def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None = None) -> tuple[Obj, list[Obj]]:
@@ -21,7 +23,7 @@ def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None 
 
 def _template(spec: RunSpec, ctr: Obj, vols: list[Obj], restart_policy: str) -> Obj:
     return {
-        "metadata": {"labels": labels(spec, Stage.TRAIN.value)},
+        "metadata": pod_metadata(spec, Stage.TRAIN.value),
         "spec": pod_spec(spec, [ctr], vols, restart_policy=restart_policy, host_network=spec.train.host_network),
     }
 
@@ -52,14 +54,15 @@ def pytorchjob(spec: RunSpec) -> Obj:
 
 
 def indexed_trainer(spec: RunSpec) -> list[Obj]:
-    """Without the training operator: Indexed Job pods rendezvous through c10d on pod 0's DNS name."""
+    """Without the training operator: Indexed Job pods with static rendezvous. Node rank = completion
+    index (Kubernetes expands ``$(JOB_COMPLETION_INDEX)``); pod 0 hosts the store, the others dial its
+    DNS name (retrying until it resolves). c10d on pod 0's own name raced its DNS record."""
     t = spec.train
     job_name = names.stage_job(spec.name, Stage.TRAIN)
     service = names.train_service(spec.name)
-    endpoint = f"{job_name}-0.{service}:{C.TRAIN_PORT}"
     command = ["torchrun", f"--nnodes={t.nodes}", f"--nproc-per-node={t.procs}",
-               "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={spec.name}",
-               *TRAIN_COMMAND_TAIL]
+               f"--node-rank=$({C.ENV_JOB_INDEX})", f"--master-addr={job_name}-0.{service}",
+               f"--master-port={C.TRAIN_PORT}", f"--max-restarts={TRAIN_MAX_RESTARTS}", *TRAIN_COMMAND_TAIL]
     ctr, vols = _train_container(spec, command, ports=[{"name": "c10d", "containerPort": C.TRAIN_PORT}])
     # Pods of an Indexed Job get the hostname <job>-<index>; with the subdomain they get DNS names.
     template = _template(spec, ctr, vols, "OnFailure")

@@ -50,7 +50,11 @@ class ServiceAccountValues(Model):
         None, description="Create the ServiceAccount. null: yes for a namespace install, no for a run "
         "release (`run:` set), which uses the one the namespace install created.")
     name: str = Field("dynamics", pattern=DNS_SUBDOMAIN, max_length=253,
-                      description="Its name; run specs refer to it as kubernetes.serviceAccount.")
+                      description="The controller's, bound to the Role; run specs refer to it as "
+                      "kubernetes.serviceAccount.")
+    workload_name: str = Field("dynamics-workload", pattern=DNS_SUBDOMAIN, max_length=253,
+                               description="The stage pods' (no RBAC, no API token); run specs refer to it as "
+                               "kubernetes.workloadServiceAccount.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Extra annotations.")
 
 

@@ -134,11 +134,16 @@ def check_objects(objs: list[dict]) -> None:
 
 def test_namespace_install_objects(tmp_path: Path) -> None:
     objs = template(tmp_path)
-    assert sorted(o["kind"] for o in objs) == ["ConfigMap", "Pod", "Role", "RoleBinding", "ServiceAccount"]
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["ConfigMap", "Pod", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"]
     check_objects(objs)
-    sa = by_kind(objs, "ServiceAccount")[0]
+    sa, workload = by_kind(objs, "ServiceAccount")
     assert sa["metadata"]["name"] == "dynamics"
     assert sa["metadata"]["labels"][C.LABEL_MANAGED_BY] == "Helm"
+    # Stage pods run model code: their ServiceAccount gets no token and no Role (issue 12 item 5).
+    assert workload["metadata"]["name"] == "dynamics-workload"
+    assert workload["automountServiceAccountToken"] is False
+    assert "automountServiceAccountToken" not in sa
     binding = by_kind(objs, "RoleBinding")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynamics", "namespace": "team"}]
     assert binding["roleRef"]["name"] == by_kind(objs, "Role")[0]["metadata"]["name"]
@@ -229,6 +234,7 @@ def test_every_pod_setting_reaches_the_controller_job(tmp_path: Path) -> None:
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}},
         "imagePullSecrets": ["regcred"], "env": [{"name": "NCCL_DEBUG", "value": "INFO"}],
+        "podAnnotations": {"sidecar.istio.io/inject": "false"}, "podLabels": {"team": "vision"},
     }
     spec = validate(raw)
     for values in (run_values(spec), {"run": raw}):
@@ -237,7 +243,8 @@ def test_every_pod_setting_reaches_the_controller_job(tmp_path: Path) -> None:
         check_objects(objs)
         job = by_kind(objs, "Job")[0]
         assert "ttlSecondsAfterFinished" not in job["spec"]
-        assert job["metadata"]["labels"][C.LABEL_KUEUE_QUEUE] == "team-queue"
+        # The queue label is for the stages' workloads; the controller must not wait for GPU quota.
+        assert C.LABEL_KUEUE_QUEUE not in job["metadata"]["labels"]
 
 
 def test_numbers_survive_helm(tmp_path: Path) -> None:

@@ -192,6 +192,7 @@ def test_doctor_all_pass(h: Harness, tmp_path: Path, s3_bucket: str, capsys: pyt
         "Kubernetes API": "PASS",
         "RBAC": "PASS",
         "PyTorchJob CRD": "PASS",
+        "Pod Security": "PASS",
         "GPU nodes": "PASS",
         "S3 credentials": "PASS",
         "work directory": "PASS",
@@ -219,6 +220,7 @@ def test_doctor_reports_each_problem_with_a_fix(
         "Kubernetes API": "PASS",
         "RBAC": "FAIL",
         "PyTorchJob CRD": "FAIL",
+        "Pod Security": "WARN",  # may not read its namespace
         "GPU nodes": "FAIL",
         "S3 credentials": "FAIL",
         "work directory": "PASS",
@@ -240,6 +242,25 @@ def test_doctor_reports_each_problem_with_a_fix(
     code, checks = doctor_lines(capsys, str(write_spec(tmp_path, s3_bucket, train={"launcher": "indexed-job"})))
     assert checks["PyTorchJob CRD"][0] == "SKIP"
     assert checks["RBAC"][1].endswith("missing: create jobs.batch")
+
+
+def test_doctor_restricted_namespace(h: Harness, tmp_path: Path, s3_bucket: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 12 item 2: doctor says what a restricted namespace will refuse, and how to fix it."""
+    from kubedouble.resources import NAMESPACES
+
+    ns = h.double.store.get(NAMESPACES, None, NS)
+    ns["metadata"]["labels"] = {"pod-security.kubernetes.io/enforce": "restricted"}
+    h.double.store.replace(NAMESPACES, None, NS, ns)
+    code, checks = doctor_lines(capsys, str(write_spec(tmp_path, s3_bucket)))
+    assert code == 1 and checks["Pod Security"][0] == "FAIL"
+    assert "init-pytorch" in checks["Pod Security"][1]
+    assert "charts/operator/pytorch-init-container-restricted.yaml" in checks["Pod Security"][2]
+    _, checks = doctor_lines(capsys, str(write_spec(tmp_path, s3_bucket, train={"launcher": "indexed-job"})))
+    assert checks["Pod Security"][0] == "PASS"
+    _, checks = doctor_lines(capsys, str(write_spec(tmp_path, s3_bucket, train={"launcher": "indexed-job",
+                                                                                  "hostNetwork": True})))
+    assert checks["Pod Security"][0] == "FAIL" and "hostNetwork" in checks["Pod Security"][1]
 
 
 def test_doctor_without_spec_and_unreachable(h: Harness, capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,9 +114,9 @@ def _write_markers(spec: RunSpec, stage: Stage) -> None:
 
 @pytest.mark.parametrize("outputs_complete", [True, False], ids=["outputs-complete", "outputs-missing"])
 def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete: bool) -> None:
-    """Issue 12 item 9: the workload finished and was deleted (ttlSecondsAfterFinished: 0, or the
+    """Issue 12 item 9: the workload finished and was deleted (a short ttlSecondsAfterFinished, or the
     controller was down longer than the TTL) before its end was recorded."""
-    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 0})
+    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 300})
     run, job = spec.name, f"{spec.name}-embed"
     kube = submitted(h, spec)
     controller = Controller(h.kube(), run, poll=FAST_POLL)
@@ -164,3 +164,39 @@ def _workloads(kube: Kube) -> list[dict]:
     from dynamics.controller.runs import list_run_objects
 
     return list_run_objects(kube, RUN)[0]
+
+
+def test_edit_role_user_can_see_and_cancel_an_indexed_job_run(h: Harness) -> None:
+    """Issue 12 item 14: the built-in `edit` role cannot list pytorchjobs; status and cancel still work."""
+    from dynamics.controller.status import cancel_run, show_status
+
+    spec = make_spec(train={"launcher": "indexed-job"})
+    kube = submitted(h, spec)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    edit = {(verb, "", res) for verb in ("get", "list", "create", "delete", "patch")
+            for res in ("configmaps", "pods", "pods/log", "services", "events")}
+    h.double.allow(edit | {(verb, "batch", "jobs") for verb in ("get", "list", "delete")})
+    out = io.StringIO()
+    show_status(h.kube(), RUN, out)
+    assert "embed" in out.getvalue()
+    out = io.StringIO()
+    assert cancel_run(h.kube(), RUN, out, interval_s=0.02) == 0
+    h.double.allow(None)
+    assert kube.get(CONFIG_MAPS, RUN) is None
+
+
+def test_a_spec_changed_under_a_running_run_is_refused(h: Harness) -> None:
+    """Issue 12 item 4: `kubectl edit` / `helm upgrade` of the run ConfigMap mid-run fails the run."""
+    kube = submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    controller.step()
+    h.play_stage(SPEC, Stage.EMBED)
+    controller.step()
+    cm = kube.get(CONFIG_MAPS, RUN)
+    assert cm is not None and recorded(kube).spec_sha256 is not None
+    text = cm["data"][C.CONFIG_SPEC_KEY].replace("k: 100", "k: 200")
+    assert text != cm["data"][C.CONFIG_SPEC_KEY]
+    kube.patch(CONFIG_MAPS, RUN, {"data": {C.CONFIG_SPEC_KEY: text}})
+    assert controller.step().outcome is Outcome.FAILED
+    status = recorded(kube)
+    assert status.phase is Phase.FAILED and "spec changed after submission" in (status.reason or "")

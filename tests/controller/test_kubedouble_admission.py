@@ -136,3 +136,21 @@ def test_operator_init_container_is_refused_in_restricted_namespace(double: tupl
 def restricted_init_template() -> str:
     """The init-container template the README tells operators to configure in restricted namespaces."""
     return (ROOT / "charts" / "operator" / "pytorch-init-container-restricted.yaml").read_text()
+
+
+def test_finalizers_keep_a_deleted_object_until_removed(double: tuple[KubeDouble, Kube]) -> None:
+    """Deleting an object with finalizers marks it (deletionTimestamp); removing them deletes it. The
+    controller never counts an object being deleted as its own."""
+    from dynamics.controller.runs import owned_by
+
+    _, kube = double
+    owner = kube.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+    kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "held", "finalizers": ["example.com/keep"], "ownerReferences": [ref]}})
+    assert kube.delete(CONFIG_MAPS, "held")
+    held = kube.get(CONFIG_MAPS, "held")
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    assert not owned_by(held, owner)
+    kube.patch(CONFIG_MAPS, "held", {"metadata": {"finalizers": None}})
+    assert kube.get(CONFIG_MAPS, "held") is None

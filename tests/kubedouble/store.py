@@ -253,6 +253,8 @@ class Store:
             self._record(rt, EventType.MODIFIED, merged, previous)
             if merged["metadata"].get("ownerReferences") != previous["metadata"].get("ownerReferences"):
                 self._schedule_gc([key])
+            if merged["metadata"].get("deletionTimestamp") and not merged["metadata"].get("finalizers"):
+                self.delete(rt, namespace, name)  # the last finalizer is gone: now it is deleted
             return copy.deepcopy(merged)
 
     @staticmethod
@@ -264,7 +266,9 @@ class Store:
         merged = new
         merged["apiVersion"], merged["kind"] = rt.api_version, rt.kind
         meta = merged["metadata"]
-        for field in ("uid", "creationTimestamp", "namespace", "resourceVersion", "generation"):
+        kept = ("uid", "creationTimestamp", "namespace", "resourceVersion", "generation", "deletionTimestamp",
+                "deletionGracePeriodSeconds")
+        for field in kept:
             if field in old["metadata"]:
                 meta[field] = old["metadata"][field]
         if rt.has_status:
@@ -305,6 +309,8 @@ class Store:
             propagation = Propagation.ORPHAN if is_job else Propagation.BACKGROUND
         with self.cond:
             key = _key(rt, namespace, name)
+            if key in self._objects and self._objects[key][1]["metadata"].get("finalizers"):
+                return self._mark_deleted(key)
             found = self._objects.pop(key, None)
             if found is None:
                 raise apierrors.not_found(rt, name)
@@ -326,6 +332,17 @@ class Store:
             else:
                 self._schedule_gc(dependents)
             return copy.deepcopy(obj)
+
+    def _mark_deleted(self, key: Key) -> Obj:
+        """Deletion of an object with finalizers: it stays, with ``deletionTimestamp``, until an update
+        removes its last finalizer (then it is deleted)."""
+        rt, obj = self._objects[key]
+        if not obj["metadata"].get("deletionTimestamp"):
+            previous = copy.deepcopy(obj)
+            obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+            obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            self._record(rt, EventType.MODIFIED, obj, previous)
+        return copy.deepcopy(obj)
 
     # --- garbage collection ---
     def _schedule_gc(self, keys: list[Key]) -> None:

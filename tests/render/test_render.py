@@ -47,6 +47,8 @@ def _variants() -> list[dict]:
         "priorityClassName": "research-high",
         "queueName": "team-queue",
         "imagePullSecrets": ["regcred"],
+        "podAnnotations": {"sidecar.istio.io/inject": "false"},
+        "podLabels": {"team": "vision"},
     })
     extras["train"]["extraResources"] = {"rdma/ib": 1}
     extras["eval"] = {"datasets": [{"name": "imagenet", "shards": "s3://b/in1k/{000..063}.tar",
@@ -197,15 +199,55 @@ def test_indexed_job_launcher_rendezvous() -> None:
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == svc["metadata"]["name"]
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
-    cmd = " ".join(pod["containers"][0]["command"])
-    assert f"--rdzv-endpoint={job['metadata']['name']}-0.{svc['metadata']['name']}:" in cmd
+    cmd = pod["containers"][0]["command"]
+    # Static rendezvous (issue 12 item 11): rank from the completion index, pod 0 is the master.
+    assert f"--master-addr={job['metadata']['name']}-0.{svc['metadata']['name']}" in cmd
+    assert "--node-rank=$(JOB_COMPLETION_INDEX)" in cmd and "--max-restarts=3" in cmd
+    assert not any(a.startswith("--rdzv") for a in cmd)
     assert svc["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_queue_label_and_priority() -> None:
     data = _spec_dict(RECIPE)
     data["kubernetes"].update({"queueName": "q", "priorityClassName": "high"})
-    for obj in render(validate(data))[1:]:
+    objs = render(validate(data))
+    assert objs[1]["metadata"]["name"].endswith("-controller")
+    assert C.LABEL_KUEUE_QUEUE not in objs[1]["metadata"]["labels"]  # the controller uses no quota
+    for obj in objs[2:]:
         assert obj["metadata"]["labels"][C.LABEL_KUEUE_QUEUE] == "q"
         for template in pod_templates(obj):
             assert template["spec"]["priorityClassName"] == "high"
+
+
+def test_pod_annotations_labels_and_max_failed_indexes() -> None:
+    """Issue 12 items 3 and 10: Istio's opt-out reaches every stage pod; Indexed Jobs stop early."""
+    data = _spec_dict(RECIPE)
+    data["kubernetes"].update({"podAnnotations": {"sidecar.istio.io/inject": "false"}, "podLabels": {"team": "v"}})
+    spec = validate(data)
+    for stage in stages_of(spec):
+        for obj in render_stage(spec, stage):
+            for template in pod_templates(obj):
+                assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+                assert template["metadata"]["labels"]["team"] == "v"
+                assert template["metadata"]["labels"][C.LABEL_RUN] == spec.name
+            if obj["kind"] == "Job" and obj["spec"].get("completionMode") == "Indexed" and stage is not Stage.TRAIN:
+                assert obj["spec"]["maxFailedIndexes"] == min(5, obj["spec"]["completions"])
+    data["kubernetes"]["podLabels"] = {C.LABEL_RUN: "other"}
+    with pytest.raises(Exception, match="set by dynamics"):
+        validate(data)
+    data["kubernetes"]["podLabels"] = {}
+    data["kubernetes"]["ttlSecondsAfterFinished"] = 0
+    with pytest.raises(Exception, match="ttlSecondsAfterFinished"):
+        validate(data)
+
+
+def test_stage_pods_use_the_tokenless_workload_service_account() -> None:
+    """Issue 12 item 5: only the controller's pod has the ServiceAccount with RBAC and an API token."""
+    spec = load_spec(RECIPE)
+    controller = render_submission(spec)[1]["spec"]["template"]["spec"]
+    assert controller["serviceAccountName"] == "dynamics" and controller["automountServiceAccountToken"] is True
+    for stage in stages_of(spec):
+        for obj in render_stage(spec, stage):
+            for template in pod_templates(obj):
+                assert template["spec"]["serviceAccountName"] == "dynamics-workload"
+                assert template["spec"]["automountServiceAccountToken"] is False
