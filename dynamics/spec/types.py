@@ -68,3 +68,10 @@ class Precision(StrEnum):
     AMP = "amp"
     FP32 = "fp32"
     BF16 = "bf16"
+
+
+class Resources(Model):
+    """CPU/memory requests for a stage's pods (GPUs are set by the stage's own gpu fields)."""
+
+    cpu: Quantity = Field("4", description="CPU request and limit, e.g. '8' or '500m'.")
+    memory: Quantity = Field("16Gi", description="Memory request and limit, e.g. '64Gi'.")

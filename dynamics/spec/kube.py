@@ -1,0 +1,73 @@
+"""The ``kubernetes`` section of the run spec: scheduling, pod metadata, env, deadlines and TTLs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from dynamics.spec.types import Model
+
+
+class Toleration(Model):
+    """A pod toleration (Kubernetes fields)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class EnvVar(Model):
+    """A literal environment variable (never put secrets here: use storage.credentialsSecret)."""
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str
+
+
+MIN_TTL_SECONDS = 300
+
+
+class Kubernetes(Model):
+    """Scheduling and pod settings applied to every pod of the run."""
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _own_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        reserved = [k for k in v if k.startswith(("app.kubernetes.io/", "dynamics.io/", "batch.kubernetes.io/"))]
+        if reserved:
+            raise ValueError(f"labels {', '.join(sorted(reserved))} are set by dynamics; choose other keys")
+        return v
+
+    service_account: str = Field(
+        "dynamics", description="ServiceAccount of the controller (the Helm chart creates 'dynamics' with the "
+        "Role the controller needs).")
+    workload_service_account: str = Field(
+        "dynamics-workload", description="ServiceAccount of the stage pods, which run model code: no RBAC, and "
+        "no API token is mounted (the chart creates it; give it the IRSA role).")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: dict[str, Any] | None = None
+    priority_class_name: str | None = None
+    queue_name: str | None = Field(None, description="Kueue LocalQueue name (adds the queue-name label).")
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    env: list[EnvVar] = Field(default_factory=list, description="Extra env for every pod, e.g. NCCL_*.")
+    ttl_seconds_after_finished: int | None = Field(
+        86400, ge=MIN_TTL_SECONDS,
+        description=f"Finished stage workloads are deleted after this many seconds (at least {MIN_TTL_SECONDS}, "
+        "so that the controller records each result first); null keeps them.")
+    backoff_limit_per_index: int = Field(3, ge=0, description="Retries per Indexed-Job index.")
+    max_failed_indexes: int = Field(
+        5, ge=0, description="An Indexed Job fails once this many indexes failed (a systematic failure does not "
+        "burn every index's retries).")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations on every stage pod, e.g. sidecar.istio.io/inject: 'false'.")
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on every stage pod (not the app.kubernetes.io/ or dynamics.io/ "
+        "ones).")
+    stuck_after_seconds: int = Field(
+        900, ge=60, description="A stage whose pods cannot start this long (image pull, missing Secret, "
+        "unschedulable, refused by admission) fails with the pod's waiting reason and last event.")
+    backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
+    run_as_user: int = Field(1000, ge=1)
