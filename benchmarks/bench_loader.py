@@ -46,7 +46,8 @@ from dynamics.stages.train.data import EpochDataset, EpochSpec
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
-from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples, register_s3_handler
+from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples
+from dynamics.storage.wds_s3 import register_s3_handler
 
 SETS = {"web": ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (768, 1024)),
         "384": ((384, 384), (384, 288), (288, 384), (512, 384), (384, 512))}

@@ -314,27 +314,6 @@ def _upsize_tiny(img: Image.Image) -> Image.Image:
     return img.resize(size, Image.Resampling.BICUBIC)
 
 
-# ---------------------------------------------------------------- webdataset integration
-
-
-def register_s3_handler(cfg: StorageConfig | None = None) -> None:
-    """Let ``webdataset.WebDataset`` (and open_clip) stream ``s3://`` URLs through boto3.
-
-    Registers a ``gopen`` scheme handler returning the retrying GetObject stream of
-    :func:`dynamics.storage.objects.open_stream`: no AWS CLI, no download to disk. Call it in every
-    process that builds a WebDataset (spawned data-loader workers do not inherit it).
-    """
-    # "webdataset.gopen" the attribute is the gopen() function; the dict lives in the module.
-    from webdataset.gopen import gopen_schemes
-
-    def gopen_s3(url: str, mode: str = "rb", bufsize: int = 8192, **_kw: Any) -> IO[bytes]:
-        if mode[0] != "r":
-            raise ValueError(f"{url}: only reading is supported for s3:// in webdataset")
-        return storage.open_stream(url, cfg)
-
-    gopen_schemes["s3"] = gopen_s3
-
-
 def shard_basename(url: str) -> str:
     """``s3://b/data/00012.tar`` -> ``00012`` (used to name per-shard tables)."""
     return posixpath.basename(url).split(".", 1)[0]

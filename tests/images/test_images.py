@@ -246,7 +246,7 @@ def test_dockerfile_conventions(image: str) -> None:
 def test_images_install_the_matching_extras() -> None:
     assert image_extras("embedder") == ["embed"]
     assert image_extras("clusterer") == ["cluster"]
-    assert image_extras("trainer") == ["train"]
+    assert image_extras("trainer") == ["train", "wandb"]  # W&B reporting (offline by default)
     assert image_extras("controller") == []
     for image in IMAGES:  # the dependency layer installs the same requirements as the package line
         assert f"requirements.py pyproject.toml {' '.join(image_extras(image))}".rstrip() in dockerfile(image)

@@ -21,6 +21,7 @@ from dynamics.errors import StorageError
 from dynamics.storage import objects as storage
 from dynamics.storage import shards
 from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats
+from dynamics.storage.wds_s3 import register_s3_handler
 
 # ---------------------------------------------------------------- patterns
 
@@ -221,7 +222,7 @@ def test_webdataset_streams_s3_urls(s3_bucket: str, tmp_path: Any, monkeypatch: 
     kwargs = {"corrupt_image": False, "missing_caption": False, "truncated": False, "seed": 3}
     remote = write_test_shards(f"{s3_bucket}/wds", 3, 6, **kwargs)
     local = write_test_shards(str(tmp_path), 3, 6, **kwargs)
-    shards.register_s3_handler()
+    register_s3_handler()
     # Prove the bytes come from boto3, not from a CLI or a cached download.
     for scheme in ("pipe", "http", "https"):
         monkeypatch.setitem(gopen_schemes, scheme, lambda *a, **k: pytest.fail("not through boto3"))
@@ -239,7 +240,7 @@ def test_webdataset_streams_s3_urls(s3_bucket: str, tmp_path: Any, monkeypatch: 
 
 
 def test_webdataset_s3_missing_shard_raises_storage_error(s3_bucket: str) -> None:
-    shards.register_s3_handler()
+    register_s3_handler()
     with pytest.raises(StorageError, match="not found"):
         list(wds.WebDataset([f"{s3_bucket}/nope.tar"], shardshuffle=False))
 
