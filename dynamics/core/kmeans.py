@@ -56,7 +56,7 @@ def _resolve_gpu(gpu: bool | None) -> bool:
     if gpu and not gpu_available():
         raise DynamicsError(
             "k-means on GPU was requested but FAISS sees no GPU",
-            hint="install faiss-gpu on a GPU node, or set the clustering device to cpu",
+            hint="run it on a GPU node with faiss-gpu (the clusterer image), or cluster on CPUs (cluster.gpus: 0)",
         )
     return gpu
 

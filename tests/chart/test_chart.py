@@ -23,6 +23,7 @@ from k8s import assert_restricted, pod_templates, validate_any
 import dynamics
 from dynamics import constants as C
 from dynamics.render import render_submission
+from dynamics.render.logcmd import max_pods
 from dynamics.spec.loader import load_spec, load_spec_text, validate
 from dynamics.spec.model import Images, RunSpec
 from dynamics.spec.schema import (
@@ -453,10 +454,15 @@ def install_notes(tmp_path: Path, values: dict[str, Any] | None, namespace: str)
 def test_notes_tell_how_to_follow_the_run(tmp_path: Path) -> None:
     spec = example_spec(ROOT / "examples" / "quickstart.yaml")
     notes = install_notes(tmp_path, run_values(spec), spec.namespace)
-    assert f"kubectl logs -n {spec.namespace} -l {C.LABEL_RUN}={spec.name} -f" in notes
-    assert f"dynamics status {spec.name}" in notes
+    follow = f"kubectl logs -n {spec.namespace} -l {C.LABEL_RUN}={spec.name} -f --prefix --max-log-requests="
+    assert follow in notes
+    cap = int(notes.split(follow, 1)[1].split()[0])
+    # The cap must hold every pod a run can create, for the largest example (the reference recipe) too.
+    recipe = example_spec(ROOT / "examples" / "datacomp-dfn-vitb16.yaml")
+    assert cap >= max(max_pods(spec), max_pods(recipe)) > 5
+    assert f"dynamics status {spec.name}" in notes and f"dynamics logs {spec.name}" in notes
     notes = install_notes(tmp_path, None, "team")
-    assert f"kubectl logs -n team -l {C.LABEL_RUN}=NAME -f" in notes
+    assert f"kubectl logs -n team -l {C.LABEL_RUN}=NAME -f --prefix --max-log-requests={cap}" in notes
     assert OPERATOR_INSTALL in notes
 
 
