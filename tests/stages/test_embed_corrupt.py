@@ -13,6 +13,7 @@ from specs import make_spec, write_spec
 
 from dynamics.demo import write_test_shards
 from dynamics.local.report import data_problem_lines
+from dynamics.spec.fingerprint import run_paths
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -35,7 +36,7 @@ def _embed(tmp_path: Path, shards: dict, **data: object) -> tuple[subprocess.Com
     path = write_spec(tmp_path / "spec.yaml", spec)
     result = subprocess.run([DYNAMICS, "stage", "embed", "--spec", str(path), "--index", "0"],
                             capture_output=True, text=True, timeout=300, env=dict(os.environ))
-    return result, RunPaths.for_run(spec.storage.workdir, spec.name)
+    return result, run_paths(spec)
 
 
 def test_each_problem_is_named_with_its_kind(tmp_path: Path, shards: dict) -> None:

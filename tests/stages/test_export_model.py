@@ -35,7 +35,8 @@ def test_exported_folder_loads_with_open_clip_alone_and_scores_the_same(tmp_path
     torch.manual_seed(0)
     model = create_model(spec.train, final_res, torch.device("cpu")).eval()
     uri = f"{paths.checkpoints_dir()}/phase01-res48-step000000001.pt"
-    ckpt.save(uri, {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, cfg)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    ckpt.save(uri, {"format": ckpt.FORMAT, "epoch": 1, "name": "tiny", "state_dict": state}, cfg)
     storage.write_json(paths.model_config, open_clip_config(spec.train), cfg)
     storage.write_marker(paths.train_marker, marker(spec, Stage.TRAIN, final_checkpoint=uri), cfg)
 
