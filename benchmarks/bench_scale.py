@@ -22,9 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dynamics.constants import Stage
 from dynamics.core.sampler import ShardTable
 from dynamics.spec.checks import embed_parts
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import validate
+from dynamics.stages.inputs import marker
 from dynamics.stages.scale.main import scale_stage
 from dynamics.stages.scale.tables import part_tables, read_part_keys
 from dynamics.storage import objects as storage
@@ -66,7 +69,7 @@ def write_inputs(spec, paths: RunPaths, args: argparse.Namespace, rng: np.random
         labels = np.searchsorted(cdf, rng.random(len(keys)), side="right").astype(np.int32)
         storage.write_npy(paths.assign_labels(part), labels)
         storage.write_npy(paths.assign_counts(part), np.bincount(labels, minlength=args.k).astype(np.int64))
-        storage.write_marker(paths.assign_marker(part), {"rows": len(keys), "clusters": args.k})
+        storage.write_marker(paths.assign_marker(part), marker(spec, Stage.ASSIGN, rows=len(keys), clusters=args.k))
 
 
 def old_vs_new(paths: RunPaths, probs: np.ndarray) -> tuple[float, float, bool]:
@@ -99,7 +102,7 @@ def main() -> None:
     root = args.workdir or tempfile.mkdtemp(prefix="bench-scale-")
     try:
         spec = bench_spec(root, shards, args.shard_size, args.shards_per_part)
-        paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+        paths = run_paths(spec)
         write_inputs(spec, paths, args, np.random.default_rng(args.seed))
         print(f"inputs written under {root}", file=sys.stderr)
         wall0, cpu0 = time.perf_counter(), time.process_time()
