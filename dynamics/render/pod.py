@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from dynamics import constants as C
+from dynamics.constants import Stage
 from dynamics.spec import names
+from dynamics.spec.fingerprint import fingerprints
 from dynamics.spec.model import Resources, RunSpec
 
 Obj = dict[str, Any]
@@ -151,6 +153,12 @@ def container(spec: RunSpec, *, name: str, image: str, command: list[str], res: 
     if ports:
         out["ports"] = ports
     return out
+
+
+def pin_fingerprint(spec: RunSpec, ctr: Obj, stage: Stage) -> None:
+    """Tell a stage's container the fingerprint it was created for: stage pods mount the run ConfigMap live,
+    so a spec edited after the stage started must not silently change what a later pod computes."""
+    ctr["env"] = [*ctr["env"], {"name": C.ENV_STAGE_FINGERPRINT, "value": fingerprints(spec)[stage]}]
 
 
 def uses_gpus(containers: list[Obj]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pin_fingerprint, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.model import Launcher, RunSpec
 
@@ -18,6 +18,7 @@ def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None 
     vols, mounts = volumes(spec, t.shm_size)
     ctr = container(spec, name=C.PYTORCH_CONTAINER, image=spec.images.trainer, command=command,
                     res=resources(t.resources, t.gpus_per_node, t.extra_resources), mounts=mounts, ports=ports)
+    pin_fingerprint(spec, ctr, Stage.TRAIN)
     return ctr, vols
 
 
