@@ -66,6 +66,8 @@ SPEC_MOUNT_PATH = f"{SPEC_MOUNT_DIR}/{CONFIG_SPEC_KEY}"
 # --- environment ---
 ENV_JOB_INDEX = "JOB_COMPLETION_INDEX"
 ENV_SPEC = "DYNAMICS_SPEC"
+# The stage fingerprint a stage pod was created for: the mounted spec must still give it (see stages/common).
+ENV_STAGE_FINGERPRINT = "DYNAMICS_STAGE_FINGERPRINT"
 ENV_RUN = "DYNAMICS_RUN"
 ENV_NAMESPACE = "DYNAMICS_NAMESPACE"
 ENV_AWS_ENDPOINT = "AWS_ENDPOINT_URL"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pin_fingerprint, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.checks import embed_parts
 from dynamics.spec.model import Resources, RunSpec
@@ -37,6 +37,8 @@ def _job(spec: RunSpec, *, name: str, component: str, image: str, command: list[
          service_account: str | None = None, shm: str | None = None) -> Obj:
     vols, mounts = volumes(spec, shm)
     ctr = container(spec, name=component, image=image, command=command, res=res, mounts=mounts)
+    if component in C.PIPELINE:
+        pin_fingerprint(spec, ctr, Stage(component))
     template = {
         "metadata": pod_metadata(spec, component),
         "spec": pod_spec(spec, [ctr], vols, restart_policy="Never", service_account=service_account),

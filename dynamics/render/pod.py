@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from dynamics import constants as C
+from dynamics.constants import Stage
 from dynamics.spec import names
+from dynamics.spec.fingerprint import fingerprints
 from dynamics.spec.model import Resources, RunSpec
 
 Obj = dict[str, Any]
@@ -17,6 +19,7 @@ Obj = dict[str, Any]
 SPEC_VOLUME = "spec"
 SCRATCH_VOLUME = "scratch"
 SHM_VOLUME = "dshm"
+GPU_RESOURCE = "nvidia.com/gpu"
 SCRATCH_DIR = "/tmp"
 
 
@@ -109,8 +112,8 @@ def resources(res: Resources, gpus: int = 0, extra: dict[str, int] | None = None
     limits: Obj = {"cpu": res.cpu, "memory": res.memory}
     requests: Obj = {"cpu": res.cpu, "memory": res.memory}
     if gpus:
-        limits["nvidia.com/gpu"] = gpus
-        requests["nvidia.com/gpu"] = gpus
+        limits[GPU_RESOURCE] = gpus
+        requests[GPU_RESOURCE] = gpus
     for key, count in (extra or {}).items():
         limits[key] = count
         requests[key] = count
@@ -152,6 +155,37 @@ def container(spec: RunSpec, *, name: str, image: str, command: list[str], res: 
     return out
 
 
+def pin_fingerprint(spec: RunSpec, ctr: Obj, stage: Stage) -> None:
+    """Tell a stage's container the fingerprint it was created for: stage pods mount the run ConfigMap live,
+    so a spec edited after the stage started must not silently change what a later pod computes."""
+    ctr["env"] = [*ctr["env"], {"name": C.ENV_STAGE_FINGERPRINT, "value": fingerprints(spec)[stage]}]
+
+
+def uses_gpus(containers: list[Obj]) -> bool:
+    """Whether any of ``containers`` requests a GPU."""
+    return any(int(c["resources"].get("limits", {}).get(GPU_RESOURCE, 0)) > 0 for c in containers)
+
+
+def placement(spec: RunSpec, gpus: bool) -> Obj:
+    """nodeSelector/tolerations/affinity of a GPU or a CPU pod: its class's own, else the run-wide ones.
+
+    Without classes, an H100 nodeSelector would also pin the controller and the scale pod to GPU nodes.
+    """
+    k = spec.kubernetes
+    cls = k.gpu_pods if gpus else k.cpu_pods
+    selector = k.node_selector if cls.node_selector is None else cls.node_selector
+    tolerations = k.tolerations if cls.tolerations is None else cls.tolerations
+    affinity = k.affinity if cls.affinity is None else cls.affinity
+    out: Obj = {}
+    if selector:
+        out["nodeSelector"] = dict(selector)
+    if tolerations:
+        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in tolerations]
+    if affinity:
+        out["affinity"] = affinity
+    return out
+
+
 def pod_spec(spec: RunSpec, containers: list[Obj], vols: list[Obj], *, restart_policy: str,
              service_account: str | None = None, host_network: bool = False) -> Obj:
     """Pod spec with the run's scheduling settings applied."""
@@ -165,12 +199,7 @@ def pod_spec(spec: RunSpec, containers: list[Obj], vols: list[Obj], *, restart_p
         "containers": containers,
         "volumes": vols,
     }
-    if k.node_selector:
-        out["nodeSelector"] = dict(k.node_selector)
-    if k.tolerations:
-        out["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in k.tolerations]
-    if k.affinity:
-        out["affinity"] = k.affinity
+    out.update(placement(spec, uses_gpus(containers)))
     if k.priority_class_name:
         out["priorityClassName"] = k.priority_class_name
     if k.image_pull_secrets:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.render.pod import Obj, container, metadata, pod_metadata, pod_spec, resources, volumes
+from dynamics.render.pod import Obj, container, metadata, pin_fingerprint, pod_metadata, pod_spec, resources, volumes
 from dynamics.spec import names
 from dynamics.spec.model import Launcher, RunSpec
 
@@ -18,14 +18,28 @@ def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None 
     vols, mounts = volumes(spec, t.shm_size)
     ctr = container(spec, name=C.PYTORCH_CONTAINER, image=spec.images.trainer, command=command,
                     res=resources(t.resources, t.gpus_per_node, t.extra_resources), mounts=mounts, ports=ports)
+    pin_fingerprint(spec, ctr, Stage.TRAIN)
     return ctr, vols
 
 
+def _spread(spec: RunSpec, pod: Obj) -> None:
+    """One trainer pod per node when possible: two on one node would share its GPUs' PCIe and NICs."""
+    affinity = dict(pod.get("affinity") or {})
+    if not spec.train.spread_nodes or spec.train.nodes < 2 or "podAntiAffinity" in affinity:
+        return
+    term = {"topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": {C.LABEL_RUN: spec.name, C.LABEL_STAGE: Stage.TRAIN.value}}}
+    affinity["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": term}]}
+    pod["affinity"] = affinity
+
+
 def _template(spec: RunSpec, ctr: Obj, vols: list[Obj], restart_policy: str) -> Obj:
-    return {
-        "metadata": pod_metadata(spec, Stage.TRAIN.value),
-        "spec": pod_spec(spec, [ctr], vols, restart_policy=restart_policy, host_network=spec.train.host_network),
-    }
+    pod = pod_spec(spec, [ctr], vols, restart_policy=restart_policy, host_network=spec.train.host_network)
+    _spread(spec, pod)
+    if spec.train.gang_scheduler:
+        pod["schedulerName"] = spec.train.gang_scheduler
+    return {"metadata": pod_metadata(spec, Stage.TRAIN.value), "spec": pod}
 
 
 def pytorchjob(spec: RunSpec) -> Obj:
@@ -40,11 +54,18 @@ def pytorchjob(spec: RunSpec) -> Obj:
     if t.nodes > 1:
         replicas["Worker"] = {"replicas": t.nodes - 1, "restartPolicy": "OnFailure",
                               "template": _template(spec, ctr, vols, "OnFailure")}
-    run_policy: Obj = {"cleanPodPolicy": "None", "backoffLimit": spec.kubernetes.backoff_limit}
+    run_policy: Obj = {"cleanPodPolicy": "None", "backoffLimit": t.backoff_limit}
     if spec.kubernetes.ttl_seconds_after_finished is not None:
         run_policy["ttlSecondsAfterFinished"] = spec.kubernetes.ttl_seconds_after_finished
+    if t.active_deadline_seconds is not None:
+        run_policy["activeDeadlineSeconds"] = t.active_deadline_seconds
+    scheduling: Obj = {}
     if spec.kubernetes.priority_class_name:
-        run_policy["schedulingPolicy"] = {"priorityClass": spec.kubernetes.priority_class_name}
+        scheduling["priorityClass"] = spec.kubernetes.priority_class_name
+    if t.gang_scheduler:
+        scheduling["minAvailable"] = t.nodes  # all nodes or none: a partial job would hold GPUs idle
+    if scheduling:
+        run_policy["schedulingPolicy"] = scheduling
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -71,9 +92,11 @@ def indexed_trainer(spec: RunSpec) -> list[Obj]:
         "completionMode": "Indexed",
         "completions": t.nodes,
         "parallelism": t.nodes,
-        "backoffLimit": spec.kubernetes.backoff_limit * t.nodes,
+        "backoffLimit": t.backoff_limit,
         "template": template,
     }
+    if t.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = t.active_deadline_seconds
     if spec.kubernetes.ttl_seconds_after_finished is not None:
         job_spec["ttlSecondsAfterFinished"] = spec.kubernetes.ttl_seconds_after_finished
     svc = {

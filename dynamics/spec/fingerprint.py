@@ -42,7 +42,8 @@ STAGE_FIELDS: dict[Stage, tuple[str, ...]] = {
 # Parts of the sections above that change how a stage runs, never what it produces.
 IGNORED: frozenset[str] = frozenset({
     "train.resources", "train.shmSize", "train.hostNetwork", "train.extraResources", "train.workers",
-    "train.logEvery", "train.checkpointEvery", "train.launcher",
+    "train.logEvery", "train.checkpointEvery", "train.launcher", "train.keepLast", "train.wandb", "train.evalEvery",
+    "train.backoffLimit", "train.activeDeadlineSeconds", "train.spreadNodes", "train.gangScheduler",
 })
 UPSTREAM: dict[Stage, Stage | None] = {
     Stage.EMBED: None, Stage.CLUSTER_FIT: Stage.EMBED, Stage.ASSIGN: Stage.CLUSTER_FIT,

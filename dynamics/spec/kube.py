@@ -29,6 +29,14 @@ class EnvVar(Model):
 MIN_TTL_SECONDS = 300
 
 
+class Placement(Model):
+    """Where one class of pods may run; each field set here replaces the run-wide one for that class."""
+
+    node_selector: dict[str, str] | None = Field(None, description="Replaces kubernetes.nodeSelector.")
+    tolerations: list[Toleration] | None = Field(None, description="Replaces kubernetes.tolerations.")
+    affinity: dict[str, Any] | None = Field(None, description="Replaces kubernetes.affinity.")
+
+
 class Kubernetes(Model):
     """Scheduling and pod settings applied to every pod of the run."""
 
@@ -46,9 +54,14 @@ class Kubernetes(Model):
     workload_service_account: str = Field(
         "dynamics-workload", description="ServiceAccount of the stage pods, which run model code: no RBAC, and "
         "no API token is mounted (the chart creates it; give it the IRSA role).")
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Every pod's nodeSelector, unless "
+                                          "gpuPods/cpuPods sets its own.")
     tolerations: list[Toleration] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None
+    gpu_pods: Placement = Field(default_factory=Placement, description="Placement of pods that request GPUs "
+                                "(embed, train, and cluster/eval when they use GPUs).")
+    cpu_pods: Placement = Field(default_factory=Placement, description="Placement of pods without GPUs (the "
+                                "controller, scale, CPU clustering): keeps them off GPU nodes.")
     priority_class_name: str | None = None
     queue_name: str | None = Field(None, description="Kueue LocalQueue name (adds the queue-name label).")
     image_pull_secrets: list[str] = Field(default_factory=list)

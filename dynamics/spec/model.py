@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dynamics import constants as C
 from dynamics.spec.checks import cross_check
-from dynamics.spec.kube import EnvVar, Kubernetes, Toleration
+from dynamics.spec.kube import EnvVar, Kubernetes, Placement, Toleration
 from dynamics.spec.train import Augmentation, Optimizer, Phase, Train, WandB
 from dynamics.spec.types import (
     DNS_LABEL,
@@ -33,8 +33,8 @@ from dynamics.storage.pattern import count_pattern
 
 # The whole spec in one namespace: callers import every section from here.
 __all__ = ["DNS_LABEL", "MAX_NAME", "POD_SUFFIX", "QUANTITY", "Augmentation", "EmbedBackend", "EnvVar", "Kubernetes",
-           "Launcher", "Model", "Optimizer", "Phase", "Precision", "Quantity", "Resources", "RunSpec", "SampleMode",
-           "Toleration", "Train", "WandB", "Whiten"]
+           "Launcher", "Model", "Optimizer", "Phase", "Placement", "Precision", "Quantity", "Resources", "RunSpec",
+           "SampleMode", "Toleration", "Train", "WandB", "Whiten"]
 
 
 

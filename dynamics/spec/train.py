@@ -101,10 +101,23 @@ class Train(Model):
     wandb: WandB | None = Field(None, description="Also report to Weights & Biases (needs the wandb extra).")
     resources: Resources = Resources(cpu="48", memory="512Gi")
     shm_size: Quantity = Field("64Gi", description="Size of the /dev/shm memory volume.")
-    host_network: bool = False
+    host_network: bool = Field(False, description="Host networking for NCCL over the host's interfaces; such "
+                               "pods are refused in namespaces enforcing the baseline or restricted Pod Security "
+                               "Standard.")
     extra_resources: dict[str, int] = Field(
         default_factory=dict, description="Extra per-pod resources, e.g. {'rdma/ib': 1}."
     )
+    backoff_limit: int = Field(20, ge=0, description="Restarts of trainer pods (all pods counted together) before "
+                               "the training workload fails; each restart resumes from the latest checkpoint. "
+                               "Kubeflow's operator deletes every pod on reaching it, so keep it generous for "
+                               "multi-day runs.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail training after this many seconds "
+                                                "(a wall-clock budget); null: no limit.")
+    spread_nodes: bool = Field(True, description="Prefer putting each trainer pod on its own node (pod "
+                               "anti-affinity on the hostname) unless kubernetes.affinity sets podAntiAffinity.")
+    gang_scheduler: str | None = Field(None, description="Gang scheduling: the scheduler that admits all trainer "
+                                       "pods at once (e.g. 'volcano' or 'scheduler-plugins-scheduler'); sets the "
+                                       "PyTorchJob's schedulingPolicy.minAvailable to train.nodes.")
 
     @field_validator("model")
     @classmethod

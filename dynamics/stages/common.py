@@ -9,8 +9,9 @@ import sys
 from dataclasses import dataclass
 
 from dynamics import constants as C
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
-from dynamics.spec.fingerprint import run_paths
+from dynamics.spec.fingerprint import fingerprints, run_paths
 from dynamics.spec.loader import load_spec
 from dynamics.spec.model import RunSpec
 from dynamics.storage.layout import RunPaths
@@ -43,6 +44,7 @@ def storage_config(spec: RunSpec) -> StorageConfig:
 def stage_parser(name: str, description: str, indexed: bool = False) -> argparse.ArgumentParser:
     """Argument parser with the options every stage command takes."""
     parser = argparse.ArgumentParser(prog=f"dynamics stage {name}", description=description)
+    parser.set_defaults(stage=Stage(name))
     parser.add_argument(
         "--spec", default=os.environ.get(C.ENV_SPEC, C.SPEC_MOUNT_PATH),
         help=f"resolved run spec (default: ${C.ENV_SPEC} or {C.SPEC_MOUNT_PATH}, the mounted ConfigMap)",
@@ -55,9 +57,21 @@ def stage_parser(name: str, description: str, indexed: bool = False) -> argparse
     return parser
 
 
+def check_pinned_fingerprint(spec: RunSpec, stage: Stage) -> None:
+    """Refuse to run when the spec this pod reads is not the one its stage was created for."""
+    pinned = os.environ.get(C.ENV_STAGE_FINGERPRINT)
+    if pinned and pinned != fingerprints(spec)[stage]:
+        raise DynamicsError(
+            f"the run's spec changed after the {stage.value} stage was created: this pod reads a spec whose "
+            f"{stage.value} fingerprint differs from the one its Job was made for, so it would compute "
+            "something else than the rest of the stage",
+            hint="a run's spec cannot change while it runs: restore it, or resubmit with --replace")
+
+
 def context_from_args(args: argparse.Namespace) -> StageContext:
     """Load the spec and resolve the index (flag, then JOB_COMPLETION_INDEX)."""
     spec = load_spec(args.spec)
+    check_pinned_fingerprint(spec, args.stage)
     index = getattr(args, "index", None)
     if index is None and hasattr(args, "index"):
         raw = os.environ.get(C.ENV_JOB_INDEX)

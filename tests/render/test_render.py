@@ -15,6 +15,7 @@ from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.render import render, render_stage, render_submission, stages_of
 from dynamics.spec.loader import load_spec, validate
+from dynamics.spec.model import RunSpec
 from dynamics.storage.layout import shard_slice
 from tests.k8s import assert_restricted, pod_templates, validate_any
 
@@ -49,8 +50,10 @@ def _variants() -> list[dict]:
         "imagePullSecrets": ["regcred"],
         "podAnnotations": {"sidecar.istio.io/inject": "false"},
         "podLabels": {"team": "vision"},
+        "cpuPods": {"nodeSelector": {"pool": "cpu"}, "tolerations": [], "affinity": {}},
     })
-    extras["train"]["extraResources"] = {"rdma/ib": 1}
+    extras["train"].update({"extraResources": {"rdma/ib": 1}, "activeDeadlineSeconds": 86400,
+                            "gangScheduler": "volcano"})
     extras["eval"] = {"datasets": [{"name": "imagenet", "shards": "s3://b/in1k/{000..063}.tar",
                                      "classnames": "imagenet"}]}
     single = json.loads(json.dumps(base))
@@ -251,3 +254,54 @@ def test_stage_pods_use_the_tokenless_workload_service_account() -> None:
             for template in pod_templates(obj):
                 assert template["spec"]["serviceAccountName"] == "dynamics-workload"
                 assert template["spec"]["automountServiceAccountToken"] is False
+
+
+def test_gpu_and_cpu_pods_take_their_own_placement() -> None:
+    data = _spec_dict(RECIPE)
+    h100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    data["kubernetes"].update({"nodeSelector": h100, "cpuPods": {"nodeSelector": {"pool": "cpu"}, "tolerations": []},
+                               "gpuPods": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}})
+    data["cluster"]["gpus"] = 0
+    spec = validate(data)
+    pods = {o["metadata"]["name"]: _pod(o) for o in render(spec) + render_submission(spec)
+            if o["kind"] in ("Job", "PyTorchJob")}
+    for name in (f"{spec.name}-controller", f"{spec.name}-scale", f"{spec.name}-cluster-fit"):
+        assert pods[name]["nodeSelector"] == {"pool": "cpu"}, name  # not pinned to GPU nodes
+        assert "tolerations" not in pods[name]
+    for name in (f"{spec.name}-embed", f"{spec.name}-train"):
+        assert pods[name]["nodeSelector"] == h100, name  # the run-wide value where the class sets none
+        assert pods[name]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+
+
+def _trainer(spec: RunSpec) -> dict:
+    workloads = (o for o in render(spec) if o["kind"] in ("Job", "PyTorchJob"))
+    return next(o for o in workloads if o["metadata"]["name"].endswith("-train"))
+
+
+def _pod(obj: dict) -> dict:
+    if obj["kind"] == "PyTorchJob":
+        return obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    return obj["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("launcher", ["pytorchjob", "indexed-job"])
+def test_trainer_restarts_deadline_spread_and_gang(launcher: str) -> None:
+    data = _spec_dict(RECIPE)
+    data["train"].update({"launcher": launcher, "activeDeadlineSeconds": 86400, "gangScheduler": "volcano"})
+    spec = validate(data)
+    train = _trainer(spec)
+    pod = _pod(train)
+    assert pod["schedulerName"] == "volcano"
+    [term] = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"][C.LABEL_STAGE] == "train"
+    if launcher == "pytorchjob":
+        policy = train["spec"]["runPolicy"]
+        assert policy["backoffLimit"] == spec.train.backoff_limit == 20
+        assert policy["activeDeadlineSeconds"] == 86400
+        assert policy["schedulingPolicy"]["minAvailable"] == spec.train.nodes
+    else:
+        assert train["spec"]["backoffLimit"] == 20 and train["spec"]["activeDeadlineSeconds"] == 86400
+    data["train"].update({"nodes": 1, "gangScheduler": None})
+    single = _pod(_trainer(validate(data)))
+    assert "affinity" not in single and "schedulerName" not in single
