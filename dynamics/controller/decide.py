@@ -148,17 +148,22 @@ def _vanished(recorded: StageState, outputs_complete: bool) -> StageState:
                    "(deleted by hand, or ttlSecondsAfterFinished removed a failed workload); resubmit to resume")
 
 
-def running_stages(spec: RunSpec, observed: Observed) -> list[tuple[Stage, Obj]]:
-    """Stages whose live workload is running, with it (the shell looks for stuck pods in them)."""
+def _live_in_phase(spec: RunSpec, observed: Observed, phase: Phase) -> list[tuple[Stage, Obj]]:
+    """Stages whose live workload is in ``phase``, with it; none once the recorded run is terminal."""
     if observed.recorded is not None and observed.recorded.phase.terminal:
         return []
     out = []
     for stage in stages_of(spec):
         workload = _workload(render_stage(spec, stage))
         live = observed.objects.get(key_of(workload)) if workload is not None else None
-        if live is not None and workload_state(stage, live).phase is Phase.RUNNING:
+        if live is not None and workload_state(stage, live).phase is phase:
             out.append((stage, live))
     return out
+
+
+def running_stages(spec: RunSpec, observed: Observed) -> list[tuple[Stage, Obj]]:
+    """Stages whose live workload is running, with it (the shell looks for stuck pods in them)."""
+    return _live_in_phase(spec, observed, Phase.RUNNING)
 
 
 def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
@@ -178,15 +183,7 @@ def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
 def failed_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
     """Stages whose live workload has failed (the shell gathers their failed pods), unless the run's
     recorded status is already terminal (then nothing more is read)."""
-    if observed.recorded is not None and observed.recorded.phase.terminal:
-        return []
-    out = []
-    for stage in stages_of(spec):
-        workload = _workload(render_stage(spec, stage))
-        live = observed.objects.get(key_of(workload)) if workload is not None else None
-        if live is not None and workload_state(stage, live).phase is Phase.FAILED:
-            out.append(stage)
-    return out
+    return [stage for stage, _live in _live_in_phase(spec, observed, Phase.FAILED)]
 
 
 def stage_states(spec: RunSpec, observed: Observed) -> list[StageState]:
