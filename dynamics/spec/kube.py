@@ -12,18 +12,21 @@ from dynamics.spec.types import Model
 class Toleration(Model):
     """A pod toleration (Kubernetes fields)."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(None, description="Taint key to tolerate; empty with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Equal (default): key and value "
+                                                        "match; Exists: any value.")
+    value: str | None = Field(None, description="Taint value (operator Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; empty: all effects.")
+    toleration_seconds: int | None = Field(None, description="NoExecute: how long the pod stays bound after "
+                                           "the taint appears.")
 
 
 class EnvVar(Model):
     """A literal environment variable (never put secrets here: use storage.credentialsSecret)."""
 
-    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Environment variable name.")
+    value: str = Field(description="Its value (a literal: never a credential; those go in a Secret).")
 
 
 MIN_TTL_SECONDS = 300
@@ -56,15 +59,18 @@ class Kubernetes(Model):
         "no API token is mounted (the chart creates it; give it the IRSA role).")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Every pod's nodeSelector, unless "
                                           "gpuPods/cpuPods sets its own.")
-    tolerations: list[Toleration] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
+    tolerations: list[Toleration] = Field(default_factory=list, description="Every pod's tolerations, unless "
+                                          "gpuPods/cpuPods sets its own.")
+    affinity: dict[str, Any] | None = Field(None, description="Every pod's affinity (Kubernetes syntax), unless "
+                                             "gpuPods/cpuPods sets its own.")
     gpu_pods: Placement = Field(default_factory=Placement, description="Placement of pods that request GPUs "
                                 "(embed, train, and cluster/eval when they use GPUs).")
     cpu_pods: Placement = Field(default_factory=Placement, description="Placement of pods without GPUs (the "
                                 "controller, scale, CPU clustering): keeps them off GPU nodes.")
-    priority_class_name: str | None = None
+    priority_class_name: str | None = Field(None, description="PriorityClass of every pod (and the "
+                                            "PyTorchJob's scheduling policy).")
     queue_name: str | None = Field(None, description="Kueue LocalQueue name (adds the queue-name label).")
-    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Secrets to pull the images with.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra env for every pod, e.g. NCCL_*.")
     ttl_seconds_after_finished: int | None = Field(
         86400, ge=MIN_TTL_SECONDS,
@@ -83,4 +89,5 @@ class Kubernetes(Model):
         900, ge=60, description="A stage whose pods cannot start this long (image pull, missing Secret, "
         "unschedulable, refused by admission) fails with the pod's waiting reason and last event.")
     backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
-    run_as_user: int = Field(1000, ge=1)
+    run_as_user: int = Field(1000, ge=1, description="Non-root UID (and GID) of every container (the "
+                             "images' user is 1000).")

@@ -122,7 +122,7 @@ class Embed(Model):
                                  "keys and captions) that training phases below its short side read.")
     reduced_short_side: int | None = Field(None, ge=32, le=1024, description="Short side of the reduced copies; "
                                            "default the next multiple of 32 above phase 1's resolution.")
-    resources: Resources = Resources(cpu="8", memory="32Gi")
+    resources: Resources = Field(Resources(cpu="8", memory="32Gi"), description="CPU/memory of each embed pod.")
 
 
 class Cluster(Model):
@@ -143,7 +143,8 @@ class Cluster(Model):
     whiten_dim: int = Field(32, ge=1, le=4096, description="whiten=pca: principal axes kept.")
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
     assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
-    resources: Resources = Resources(cpu="16", memory="128Gi")
+    resources: Resources = Field(Resources(cpu="16", memory="128Gi"),
+                                 description="CPU/memory of the cluster-fit, assign and scale pods.")
 
 
 class Sample(Model):
@@ -165,7 +166,7 @@ class Sample(Model):
 class EvalDataset(Model):
     """A zero-shot classification set in webdataset form (image + class index)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Name in reports and metrics.")
     shards: str = Field(description="Shard pattern of the eval set (image + '.cls').")
     classnames: str | list[str] = Field(
         description="'imagenet' (open_clip's), a file (local or s3://, one name per line), or a list."
@@ -197,7 +198,8 @@ class EvalDataset(Model):
 class Eval(Model):
     """Zero-shot evaluation after training."""
 
-    datasets: list[EvalDataset] = Field(min_length=1)
+    datasets: list[EvalDataset] = Field(min_length=1, description="Zero-shot classification sets "
+                                        "(clip_benchmark webdataset layout).")
     batch_size: int = Field(256, ge=1, description="Images per forward pass.")
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the eval pod (0 = CPU).")
 
@@ -205,20 +207,20 @@ class Eval(Model):
 class RunSpec(Model):
     """A DynamiCS run: data, storage, stages, training recipe, and Kubernetes settings."""
 
-    api_version: Literal["dynamics.io/v1alpha1"] = "dynamics.io/v1alpha1"
-    kind: Literal["DynamicsRun"] = "DynamicsRun"
+    api_version: Literal["dynamics.io/v1alpha1"] = Field("dynamics.io/v1alpha1", description="Spec format version.")
+    kind: Literal["DynamicsRun"] = Field("DynamicsRun", description="Always DynamicsRun.")
     name: str = Field(description="Run name: a DNS-1123 label; prefixes every object of the run.")
     namespace: str = Field("default", pattern=DNS_LABEL.pattern, max_length=MAX_NAME,
                            description="Namespace of every object of the run.")
-    storage: Storage
-    data: Data
-    images: Images = Images()
-    embed: Embed = Embed()
-    cluster: Cluster = Cluster()
-    sample: Sample = Sample()
-    train: Train
-    eval: Eval | None = None
-    kubernetes: Kubernetes = Kubernetes()
+    storage: Storage = Field(description="The run's work directory and S3 connection settings.")
+    data: Data = Field(description="The training shards.")
+    images: Images = Field(Images(), description="Container images of the stages.")
+    embed: Embed = Field(Embed(), description="Image embedding (stage embed).")
+    cluster: Cluster = Field(Cluster(), description="Spherical k-means, refinement and assignment.")
+    sample: Sample = Field(Sample(), description="Cluster sizes -> per-sample probabilities (DynamiCS).")
+    train: Train = Field(description="OpenCLIP training with per-epoch sampling.")
+    eval: Eval | None = Field(None, description="Zero-shot evaluation of the final model (optional).")
+    kubernetes: Kubernetes = Field(Kubernetes(), description="Scheduling, pod and workload settings.")
 
     @field_validator("name")
     @classmethod

@@ -28,11 +28,12 @@ class Phase(Model):
 class Optimizer(Model):
     """AdamW settings (recipe: betas (0.9, 0.95), eps 1e-6, weight decay 0.2)."""
 
-    name: Literal["adamw"] = "adamw"
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(0.2, ge=0)
+    name: Literal["adamw"] = Field("adamw", description="Optimiser (AdamW, as open_clip_train).")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2 (0.95 in the recipe).")
+    eps: float = Field(1e-6, gt=0, description="AdamW epsilon.")
+    weight_decay: float = Field(0.2, ge=0, description="Decoupled weight decay (not on gains, biases, "
+                                "logit scale).")
 
 
 class Augmentation(Model):
@@ -65,24 +66,27 @@ class Train(Model):
     model_config_: dict[str, Any] | None = Field(
         None, alias="modelConfig", description="Inline open_clip model config (overrides model)."
     )
-    context_length: int = Field(32, ge=4, le=77)
+    context_length: int = Field(32, ge=4, le=77, description="Text tokens per caption (32 in the recipe).")
     pretrained: str | None = Field(None, description="Starting checkpoint (path or s3://); default random.")
-    nodes: int = Field(2, ge=1)
+    nodes: int = Field(2, ge=1, description="Trainer pods (one per node).")
     gpus_per_node: int = Field(4, ge=0, le=16, description="GPUs (= processes) per node; 0 = CPU.")
     procs_per_node: int | None = Field(None, ge=1, description="Processes per node when gpusPerNode is 0.")
     workers: int = Field(6, ge=0, description="Data-loader workers per process.")
-    precision: Precision = Precision.AMP_BF16
-    launcher: Launcher = Launcher.PYTORCHJOB
-    phases: list[Phase] = Field(min_length=1)
-    optimizer: Optimizer = Optimizer()
-    augmentation: Augmentation = Augmentation()
-    grad_clip_norm: float | None = Field(None, gt=0)
-    shuffle_buffer: int = Field(5000, ge=0)
-    local_loss: bool = True
-    gather_with_grad: bool = True
+    precision: Precision = Field(Precision.AMP_BF16, description="Numerical precision (open_clip's names).")
+    launcher: Launcher = Field(Launcher.PYTORCHJOB, description="pytorchjob (Kubeflow training operator) or "
+                                "indexed-job (no operator needed).")
+    phases: list[Phase] = Field(min_length=1, description="Training phases in order (e.g. 112 px, then 224 "
+                                "px from the first phase's weights).")
+    optimizer: Optimizer = Field(Optimizer(), description="AdamW settings.")
+    augmentation: Augmentation = Field(Augmentation(), description="RandomResizedCrop settings of training images.")
+    grad_clip_norm: float | None = Field(None, gt=0, description="Clip gradients to this norm; null: no "
+                                         "clipping (the recipe).")
+    shuffle_buffer: int = Field(5000, ge=0, description="Samples each reader shuffles among.")
+    local_loss: bool = Field(True, description="open_clip local loss (each rank's logits against all).")
+    gather_with_grad: bool = Field(True, description="Gather features across ranks with gradients.")
     checkpoint_every: int = Field(1000, ge=1, description="Checkpoint interval in steps.")
     log_every: int = Field(50, ge=1, description="Log a progress line every N steps.")
-    seed: int = 42
+    seed: int = Field(42, description="Seed of initialisation, shuffling and every RNG the trainer uses.")
     # open_clip_train parity (#16): every option is off / the recipe's behaviour by default.
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="ddp: replicate the model (recipe); fsdp: shard parameters, gradients and optimizer "
@@ -99,7 +103,8 @@ class Train(Model):
     eval_every: int | None = Field(None, ge=1, description="Zero-shot eval on the spec's eval sets every N "
                                    "steps of each phase (needs an eval section); logged as eval/* metrics.")
     wandb: WandB | None = Field(None, description="Also report to Weights & Biases (needs the wandb extra).")
-    resources: Resources = Resources(cpu="48", memory="512Gi")
+    resources: Resources = Field(Resources(cpu="48", memory="512Gi"), description="CPU/memory of each "
+                                 "trainer pod (GPUs: gpusPerNode).")
     shm_size: Quantity = Field("64Gi", description="Size of the /dev/shm memory volume.")
     host_network: bool = Field(False, description="Host networking for NCCL over the host's interfaces; such "
                                "pods are refused in namespaces enforcing the baseline or restricted Pod Security "

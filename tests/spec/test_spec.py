@@ -161,3 +161,12 @@ def test_output_dir_with_stages_writes_them_suspended_for_review(tmp_path: Path)
         assert d["metadata"]["labels"]["dynamics.io/review"] == "suspended"
         suspended = d["spec"]["runPolicy"]["suspend"] if d["kind"] == "PyTorchJob" else d["spec"]["suspend"]
         assert suspended is True, d["metadata"]["name"]
+
+
+def test_every_schema_field_is_described() -> None:
+    """Editors and the chart show these descriptions: a field without one is a field users must guess."""
+    schema = json_schema()
+    sections = {"RunSpec": schema, **schema["$defs"]}
+    missing = [f"{name}.{field}" for name, section in sections.items()
+               for field, prop in section.get("properties", {}).items() if "description" not in prop]
+    assert missing == []
