@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec, wait_until
+from kubedouble.harness import recorded as harness_recorded
 
 from dynamics import constants as C
 from dynamics.constants import Stage
@@ -39,11 +40,7 @@ def submitted(h: Harness, spec: RunSpec = SPEC) -> Kube:
 
 
 def recorded(kube: Kube) -> RunStatus:
-    cm = kube.get(CONFIG_MAPS, RUN)
-    assert cm is not None
-    status = RunStatus.loads(cm["data"].get(C.CONFIG_STATUS_KEY))
-    assert status is not None
-    return status
+    return harness_recorded(kube, RUN)
 
 
 def job_creates(h: Harness) -> int:

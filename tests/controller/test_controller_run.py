@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from kubedouble.harness import FAST_POLL, NS, RUN, Harness, harness, make_spec, wait_until
+from kubedouble.harness import recorded as harness_recorded
 from kubedouble.resources import PODS as DOUBLE_PODS
 
 from dynamics import constants as C
@@ -63,11 +64,7 @@ def stage_objects(kube: Kube) -> list[str]:
 
 
 def recorded(kube: Kube) -> RunStatus:
-    cm = kube.get(CONFIG_MAPS, RUN)
-    assert cm is not None
-    status = RunStatus.loads(cm["data"].get(C.CONFIG_STATUS_KEY))
-    assert status is not None
-    return status
+    return harness_recorded(kube, RUN)
 
 
 def status_text(kube: Kube) -> str:

@@ -17,9 +17,12 @@ from typing import Any
 import yaml
 from botocore.exceptions import ClientError
 
+from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.controller.kube import Kube, connect
+from dynamics.controller.resources import CONFIG_MAPS
 from dynamics.controller.run import Controller, Poll
+from dynamics.controller.state import RunStatus
 from dynamics.spec import names
 from dynamics.spec.loader import validate
 from dynamics.spec.model import Launcher, RunSpec
@@ -140,6 +143,15 @@ def harness(tmp_path: Path, **double_args: Any) -> Iterator[Harness]:
             for stop, thread in h.threads:
                 stop.set()
                 thread.join(timeout=5)
+
+
+def recorded(kube: Kube, run: str) -> RunStatus:
+    """The run status the controller recorded in the run ConfigMap (it must be there)."""
+    cm = kube.get(CONFIG_MAPS, run)
+    assert cm is not None
+    status = RunStatus.loads(cm["data"].get(C.CONFIG_STATUS_KEY))
+    assert status is not None
+    return status
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -7,25 +7,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from localrun import SUBMIT, local_env
 
 from dynamics.demo import generate_demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-SUBMIT = str(BIN / "dynamics-submit")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    for var in ("AWS_ENDPOINT_URL", "DYNAMICS_SPEC"):
-        env.pop(var, None)
-    return env
 
 
 def _quickstart(tmp_path: Path) -> Path:
@@ -49,14 +40,14 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], timeout: fl
 def test_quickstart_killed_in_training_resumes_and_completes(tmp_path: Path) -> None:
     spec = _quickstart(tmp_path)
     run_dir = tmp_path / "runs" / "quickstart"
-    first = subprocess.Popen([SUBMIT, str(spec), "--local"], cwd=tmp_path, env=_env(), text=True,
+    first = subprocess.Popen([SUBMIT, str(spec), "--local"], cwd=tmp_path, env=local_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     _wait_for_checkpoint(run_dir, first)
     os.killpg(first.pid, signal.SIGKILL)  # the runner, torchrun and its workers, all at once
     first.wait()
     assert not (run_dir / "train" / "train.done").exists()
 
-    second = subprocess.run([SUBMIT, str(spec), "--local"], cwd=tmp_path, env=_env(), text=True,
+    second = subprocess.run([SUBMIT, str(spec), "--local"], cwd=tmp_path, env=local_env(), text=True,
                             capture_output=True, timeout=1200)
     out = second.stdout + second.stderr
     assert second.returncode == 0, out
@@ -89,13 +80,13 @@ def test_failing_stage_stops_with_its_log(tmp_path: Path) -> None:
     data["data"]["shards"] = "nowhere/{00000..00003}.tar"
     data["train"]["procsPerNode"] = 1
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
-    early = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
+    early = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=local_env(), text=True,
                            capture_output=True, timeout=300)
     # Missing shards are found before any work...
     assert early.returncode == 2 and "nowhere/00000.tar does not exist" in early.stderr, early.stderr
     assert not (tmp_path / "runs").exists()
     # ...and, checks skipped, by the stage, whose summary starts with the cause.
-    result = subprocess.run([SUBMIT, "spec.yaml", "--local", "--offline"], cwd=tmp_path, env=_env(), text=True,
+    result = subprocess.run([SUBMIT, "spec.yaml", "--local", "--offline"], cwd=tmp_path, env=local_env(), text=True,
                             capture_output=True, timeout=300)
     out = result.stdout + result.stderr
     assert result.returncode != 0

@@ -8,29 +8,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from localrun import SUBMIT, local_env
 
 from dynamics.demo import generate_demo_data
 from dynamics.local.lifecycle import ProcId, RunLock, alive, proc_id
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-SUBMIT = str(BIN / "dynamics-submit")
 NAME = "lifecycle"
 STEPS = 16  # of 16 samples (2 processes x 8): long enough to kill it mid-phase
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    for var in ("AWS_ENDPOINT_URL", "DYNAMICS_SPEC"):
-        env.pop(var, None)
-    return env
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
@@ -54,13 +45,13 @@ def test_second_runner_refuses_and_ctrl_c_ends_every_child(tmp_path: Path) -> No
     data.pop("eval")  # its files are not here, and the run never gets that far
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(data))
     state = tmp_path / "runs" / "quickstart"  # a local work dir holds the run state
-    first = subprocess.Popen([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
+    first = subprocess.Popen([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=local_env(), text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_for(lambda: _recorded(state) or first.poll() is not None, 120, "the embed process never started")
         assert first.poll() is None
         children = _recorded(state)
-        second = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=_env(), text=True,
+        second = subprocess.run([SUBMIT, "spec.yaml", "--local"], cwd=tmp_path, env=local_env(), text=True,
                                 capture_output=True, timeout=120)
         assert second.returncode != 0
         assert f"already being run here by another runner (PID {first.pid})" in second.stderr, second.stderr
@@ -118,7 +109,7 @@ def _spec(root: Path) -> Path:
 
 
 def _submit(cwd: Path, spec: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SUBMIT, str(spec), "--local"], cwd=cwd, env=_env(), text=True, capture_output=True,
+    return subprocess.run([SUBMIT, str(spec), "--local"], cwd=cwd, env=local_env(), text=True, capture_output=True,
                           timeout=600)
 
 
@@ -174,7 +165,7 @@ def test_killed_run_leaves_no_process_and_resumes_to_the_same_weights(tmp_path: 
     assert _final(again / "runs" / NAME).read_bytes() == _final(ref / "runs" / NAME).read_bytes()
 
     state = str(killed / "runs" / NAME)
-    runner = subprocess.Popen([SUBMIT, str(spec), "--local"], cwd=killed, env=_env(), text=True,
+    runner = subprocess.Popen([SUBMIT, str(spec), "--local"], cwd=killed, env=local_env(), text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = killed / "runs" / NAME / "train" / "checkpoints"
     _wait_for(lambda: any(ckpts.glob("*.pt")) or runner.poll() is not None, 300, "no checkpoint appeared")

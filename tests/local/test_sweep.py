@@ -4,26 +4,15 @@ second run with ``--set`` reuses the first run's embeddings and clusters (verifi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from localrun import SUBMIT, local_env
 from specs import spec_dict
 
 from dynamics.demo import generate_demo_data
-
-BIN = Path(sys.executable).parent
-SUBMIT = str(BIN / "dynamics-submit")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    for var in ("AWS_ENDPOINT_URL", "DYNAMICS_SPEC"):
-        env.pop(var, None)
-    return env
 
 
 def _tiny_spec(tmp_path: Path) -> Path:
@@ -41,7 +30,7 @@ def _tiny_spec(tmp_path: Path) -> Path:
 
 
 def _submit(tmp_path: Path, *args: str) -> tuple[int, str]:
-    result = subprocess.run([SUBMIT, "spec.yaml", "--local", *args], cwd=tmp_path, env=_env(), text=True,
+    result = subprocess.run([SUBMIT, "spec.yaml", "--local", *args], cwd=tmp_path, env=local_env(), text=True,
                             capture_output=True, timeout=600)
     return result.returncode, result.stdout + result.stderr
 
