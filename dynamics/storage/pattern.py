@@ -7,6 +7,8 @@ that ``${VAR}`` is not substituted: a spec means the same thing on every machine
 
 from __future__ import annotations
 
+import functools
+
 import braceexpand
 
 
@@ -21,6 +23,9 @@ def expand(pattern: str) -> list[str]:
     return out
 
 
+# Cached: the spec counts shards on every render, and the controller renders each stage several times per
+# pass; expanding the recipe's 20,069-shard pattern takes ~0.1 s each time.
+@functools.lru_cache(maxsize=64)
 def count_pattern(pattern: str) -> int:
     """Number of shards a pattern expands to; a ValueError says why a pattern is unusable."""
     if not pattern.strip():
