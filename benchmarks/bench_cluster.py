@@ -1,4 +1,4 @@
-"""Clustering on CPU (DESIGN.md §5): refinement at k=50k, d=768; spherical k-means fit; assignment.
+"""Clustering on CPU: refinement at k=50k, d=768; spherical k-means fit; assignment.
 
 * refine: ``refine_centroids`` on k random unit vectors of which a share are near-duplicates of earlier
   ones, half of them at cosine 0.69-0.71 (near the 0.70 threshold, where the exact re-check runs),

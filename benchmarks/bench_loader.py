@@ -53,7 +53,7 @@ SETS = {"web": ((512, 384), (640, 480), (800, 600), (1024, 768), (384, 512), (76
         "384": ((384, 384), (384, 288), (288, 384), (512, 384), (384, 512))}
 CONTEXT = 32
 SCALE = (0.4, 1.0)
-GPU_NEED = 2600  # samples/s one H100 consumes at 112 px (DESIGN.md §2)
+GPU_NEED = 2600  # samples/s one H100 consumes at 112 px in the reference recipe
 
 
 def web_jpeg(rng: np.random.Generator, sizes: tuple[tuple[int, int], ...]) -> bytes:

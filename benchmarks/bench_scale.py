@@ -1,4 +1,4 @@
-"""The whole scale stage (DESIGN.md §5): sizes -> p_c -> report -> plot -> EVERY per-shard table written.
+"""The whole scale stage: sizes -> p_c -> report -> plot -> EVERY per-shard table written (target: < 60 s of CPU).
 
 Synthetic assign outputs (keys parquet, labels, counts, markers) for N samples in shards of
 ``--shard-size`` keys are written to a local workdir first (not timed); then ``scale_stage`` runs as the

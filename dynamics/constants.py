@@ -11,7 +11,7 @@ from enum import StrEnum
 APP_NAME = "dynamics"
 API_GROUP = "dynamics.io"
 
-# --- labels (DESIGN.md §3) ---
+# --- labels (on every object; the chart's _helpers.tpl uses the same keys) ---
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -80,7 +80,7 @@ ENV_AWS_SESSION = "AWS_SESSION_TOKEN"
 SECRET_KEY_ID = ENV_AWS_KEY_ID
 SECRET_ACCESS_KEY = ENV_AWS_SECRET
 
-# --- work directory layout (DESIGN.md §3, documented in README) ---
+# --- work directory layout (documented in the README) ---
 DIR_EMBED = "embed"
 DIR_CLUSTER = "cluster"
 DIR_ASSIGN = "cluster/assign"

@@ -1,6 +1,6 @@
 """Spherical k-means fit (FAISS), training-subset selection and nearest-centroid assignment.
 
-DESIGN.md §2: ``faiss.Kmeans(d, k, niter=10, spherical=True)`` on a random subset of the embeddings;
+The published method: ``faiss.Kmeans(d, k, niter=10, spherical=True)`` on a random subset of the embeddings;
 every sample is then assigned to its nearest kept centroid by inner product.
 """
 

@@ -1,4 +1,4 @@
-"""Centroid refinement: drop centroids that nearly duplicate an earlier kept one (DESIGN.md §2, "refine").
+"""Centroid refinement: drop centroids that nearly duplicate an earlier kept one (the method's "refine" step).
 
 Greedy, in index order: centroid 0 is kept; centroid ``i`` is kept iff ``sim(i, j) < threshold`` for
 every centroid ``j < i`` kept so far. Nothing is averaged; the caller renumbers the kept ones

@@ -1,6 +1,6 @@
 """Per-epoch sampling decisions, a pure function of ``(seed, epoch, shard_index, __key__)``.
 
-Every read of a sample draws a fresh uniform ``u`` in ``[0, 1)`` (DESIGN.md §2, "sample"); here ``u`` is
+Every read of a sample draws a fresh uniform ``u`` in ``[0, 1)`` (the method's "sample" step); here ``u`` is
 not drawn from a stateful RNG but *computed*, so the decision is identical on any machine, after any
 restart and for any split of shards or samples among data-loader workers::
 

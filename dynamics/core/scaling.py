@@ -1,4 +1,4 @@
-"""Cluster-size scaling: how many samples each cluster should contribute per epoch (DESIGN.md §2, "scale").
+"""Cluster-size scaling: how many samples each cluster should contribute per epoch (the method's "scale" step).
 
 With ``n_c`` samples in cluster ``c``, ``N = Σ n_c``, ``T = budget · N`` and exponent ``alpha``::
 

@@ -24,7 +24,7 @@ SCRATCH_DIR = "/tmp"
 
 
 def labels(spec: RunSpec, component: str) -> dict[str, str]:
-    """Standard labels (DESIGN.md §3); `kubectl -l dynamics.io/run=NAME` selects the whole run."""
+    """Standard labels; `kubectl -l dynamics.io/run=NAME` selects the whole run."""
     out = {
         C.LABEL_NAME: C.APP_NAME,
         C.LABEL_INSTANCE: spec.name,

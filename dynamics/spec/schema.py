@@ -1,6 +1,6 @@
 """The Helm chart's ``values.schema.json``, generated from the run spec and the chart's own settings.
 
-One source of truth (DESIGN.md §3): the ``run:`` part of the chart's values is the pydantic
+One source of truth: the ``run:`` part of the chart's values is the pydantic
 :class:`~dynamics.spec.model.RunSpec` schema; the chart's own settings (service account, RBAC, S3, images,
 defaults) are the pydantic models below. ``python -m dynamics.spec.schema --update`` rewrites
 ``charts/dynamics/values.schema.json``; without ``--update`` it only checks that the file is current.

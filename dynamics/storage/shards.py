@@ -5,7 +5,7 @@ and open_clip see): tar members are grouped into samples by consecutive equal ke
 is the member path up to the first dot of its basename and the rest is the lower-cased extension.
 
 Bad data never stops a stage: truncated shards, samples without an image, undecodable images and
-missing captions are counted in :class:`SkipStats` and reported (DESIGN.md §6).
+missing captions are counted in :class:`SkipStats` and reported; the stage continues.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXT = "txt"
 JSON_EXT = "json"
 LABEL_EXT = "cls"
-MIN_IMAGE_SIDE = 10  # DESIGN.md §2: tiny images are resized up before preprocessing
+MIN_IMAGE_SIDE = 10  # as the published method: tiny images are resized up before preprocessing
 _TAR_BLOCK = 512
 # webdataset skips members such as "__index__" and reads keys with this regex (base_plus_ext).
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")

@@ -145,7 +145,7 @@ def _dinov2_transform(model_dir: str) -> T.Compose:
 
 
 class Dinov2Backend(_TorchBackend):
-    """Hugging Face DINOv2: CLS token of the last hidden state (DESIGN.md §2)."""
+    """Hugging Face DINOv2: CLS token of the last hidden state (as the published method)."""
 
     def __init__(self, model_ref: str, device: torch.device, cfg: storage.StorageConfig | None) -> None:
         from transformers import AutoModel
