@@ -95,6 +95,11 @@ class Train(Model):
     accum_freq: int = Field(1, ge=1, description="Split each per-process batch into this many micro-batches "
                             "(open_clip's feature-cache accumulation: same gradients, less activation memory).")
     compile: bool = Field(False, description="torch.compile the model.")
+    decode: Literal["loader", "device"] = Field(
+        "loader", description="Where training JPEGs are decoded. loader: data-loader workers decode and crop on "
+        "the CPU (the reference); device: workers only read tars and draw each crop box from the JPEG header, and "
+        "the training device decodes, crops and resizes whole batches (nvJPEG on GPUs), for nodes short of CPU "
+        "cores. Other image formats are always decoded by the workers.")
     loss: Literal["clip", "siglip"] = Field("clip", description="clip: InfoNCE (recipe); siglip: sigmoid loss.")
     keep_last: int = Field(2, ge=0, description="Mid-phase checkpoints kept besides each phase's final one.")
     resume_from: str | None = Field(

@@ -178,8 +178,9 @@ def test_draft_decode_keeps_crops_and_output(monkeypatch: pytest.MonkeyPatch) ->
         a = fast(data, "jpg")
         torch.default_generator.manual_seed(seed)
         b = full(data, "jpg")
-        assert a.shape == b.shape == (3, 112, 112)
-        assert (a - b).abs().mean() < 0.05  # same crop, resampled from a DCT-reduced decode
+        assert a.shape == b.shape == (3, 112, 112) and a.dtype == b.dtype == torch.uint8
+        # Same crop, resampled from a DCT-reduced decode: within a few of 255 levels on average.
+        assert (a.float() - b.float()).abs().mean() < 3.5
     assert len(drafted) == 5 and all(w <= 800 and h <= 600 for w, h in drafted)  # >= 2x fewer pixels/side
     with pytest.raises(CorruptImage):
         fast(b"not an image", "jpg")

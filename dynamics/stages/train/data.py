@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dynamics.local.lifecycle import die_with_parent
 from dynamics.stages.train.decode import TrainImageTransform
+from dynamics.stages.train.gpu_decode import Crop, EncodedImages
 from dynamics.stages.train.plan import worker_quota
 from dynamics.stages.train.stream import FRESH, Cursor, Item, StreamSettings, windows
 from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats
@@ -43,6 +44,7 @@ class EpochSpec:
     workers: int
     batch_size: int
     draft: bool = True
+    decode_on_device: bool = False  # workers only draw crop boxes; the trainer decodes (gpu_decode.py)
     cursors: Mapping[int, Cursor] = field(default_factory=dict)
 
     @property
@@ -53,30 +55,38 @@ class EpochSpec:
 
 @dataclass
 class Batch:
-    """A training batch with the bookkeeping the trainer needs for checkpoints and logs."""
+    """A training batch with the bookkeeping the trainer needs for checkpoints and logs.
 
-    images: torch.Tensor
+    ``images`` are uint8 crops ``(B, 3, H, W)``, normalised on the device by the trainer; with
+    ``decode_on_device`` they are ``None`` and ``encoded`` carries the JPEG bytes and crop boxes.
+    """
+
+    images: torch.Tensor | None
     texts: torch.Tensor
     reader: int
     cursor: list[int]
     keys: list[str]
     skipped: dict[str, int]
+    encoded: EncodedImages | None = None
 
     def pin_memory(self) -> Batch:
         """Pinned copy of the tensors (the data loader calls this when ``pin_memory=True``)."""
-        return Batch(self.images.pin_memory(), self.texts.pin_memory(), self.reader, self.cursor,
-                     self.keys, self.skipped)
+        images = self.images.pin_memory() if self.images is not None else None
+        return Batch(images, self.texts.pin_memory(), self.reader, self.cursor, self.keys, self.skipped,
+                     self.encoded)
 
 
 class EpochDataset(IterableDataset):
     """Iterable over one epoch's batches of one rank (see the module docstring)."""
 
-    def __init__(self, spec: EpochSpec, transform: Callable[[Any], torch.Tensor],
+    def __init__(self, spec: EpochSpec, transform: Callable[[Any], torch.Tensor] | TrainImageTransform,
                  tokenize: Callable[[list[str]], torch.Tensor]) -> None:
-        """``transform``: open_clip's training transform; ``tokenize``: its tokenizer."""
+        """``transform``: open_clip's training transform (or one already wrapped); ``tokenize``: its tokenizer."""
         super().__init__()
         self.spec, self.tokenize = spec, tokenize
-        self.transform = TrainImageTransform(transform, draft=spec.draft)
+        if not isinstance(transform, TrainImageTransform):
+            transform = TrainImageTransform(transform, draft=spec.draft)
+        self.transform = transform
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -96,16 +106,23 @@ class EpochDataset(IterableDataset):
 
     def _batch(self, items: Iterator[tuple[Cursor, Item]], logical: int, stats: SkipStats) -> Batch:
         images: list[torch.Tensor] = []
+        rows: list[bytes | torch.Tensor] = []
+        crops: list[Crop | None] = []
         captions: list[str] = []
         keys: list[str] = []
         cursor = FRESH
-        while len(images) < self.spec.batch_size:
+        while len(captions) < self.spec.batch_size:
             cursor, item = next(items)
             # torchvision draws crop parameters from torch's default CPU generator (private to this
             # worker process); seeding it per item makes augmentations replay exactly on resume.
             torch.default_generator.manual_seed(augmentation_seed(self.spec.stream.seed, item))
             try:
-                images.append(self.transform(item.image, item.ext))
+                if self.spec.decode_on_device:
+                    row, crop = self.transform.for_device(item.image, item.ext)
+                    rows.append(row)
+                    crops.append(crop)
+                else:
+                    images.append(self.transform(item.image, item.ext))
             except CorruptImage:
                 stats.add(SkipReason.CORRUPT_IMAGE)
                 continue
@@ -113,8 +130,10 @@ class EpochDataset(IterableDataset):
             keys.append(item.label)
         skipped = stats.to_dict()
         stats.counts.clear()
-        return Batch(torch.stack(images), self.tokenize(captions), logical, cursor.to_list(), keys,
-                     skipped)
+        if self.spec.decode_on_device:
+            encoded = EncodedImages(rows, crops, self.transform.size)
+            return Batch(None, self.tokenize(captions), logical, cursor.to_list(), keys, skipped, encoded)
+        return Batch(torch.stack(images), self.tokenize(captions), logical, cursor.to_list(), keys, skipped)
 
 
 def _identity(batch: Batch) -> Batch:

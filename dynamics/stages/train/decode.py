@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.transforms import Compose, InterpolationMode, RandomResizedCrop
+from torchvision.transforms import Compose, InterpolationMode, Normalize, RandomResizedCrop
+from torchvision.transforms.functional import pil_to_tensor
 
+from dynamics.stages.train.gpu_decode import Crop, is_jpeg, jpeg_size, random_crop
 from dynamics.storage.shards import CorruptImage
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -55,19 +57,57 @@ class DraftRandomResizedCrop(RandomResizedCrop):
 
 
 class TrainImageTransform:
-    """Callable ``(image bytes, extension) -> tensor`` built from open_clip's training transform."""
+    """Callable ``(image bytes, extension) -> uint8 crop`` built from open_clip's training transform.
+
+    The crop stays uint8 ``(3, H, W)``: the trainer normalises it on the device with :attr:`mean` and
+    :attr:`std` (:func:`~dynamics.stages.train.gpu_decode.normalise`), so workers skip the float
+    conversion and hand the trainer 4x fewer bytes through shared and pinned memory. The float result is
+    bit-for-bit the transform's own ``ToTensor`` + ``Normalize`` output.
+    """
 
     def __init__(self, transform: Callable[[Any], torch.Tensor], draft: bool = True) -> None:
         steps = list(transform.transforms) if isinstance(transform, Compose) else []
         if not steps or not isinstance(steps[0], RandomResizedCrop):
             raise TypeError("expected open_clip's training transform (Compose starting with RandomResizedCrop)")
+        rest = steps[1:]
+        norms = [s for s in rest if isinstance(s, Normalize)]
+        unknown = [s for s in rest if not isinstance(s, Normalize) and _name(s) not in _PASS_THROUGH]
+        if len(norms) != 1 or unknown:
+            # Any other augmentation would have to run before normalisation, on the worker's CPU.
+            raise TypeError(f"unsupported steps in the training transform: {unknown or rest}")
         self.crop = DraftRandomResizedCrop(steps[0], draft=draft)
-        self.rest = Compose(steps[1:])
+        self.mean = tuple(float(v) for v in norms[0].mean)
+        self.std = tuple(float(v) for v in norms[0].std)
+
+    @property
+    def size(self) -> int:
+        """Output side in pixels."""
+        return int(self.crop.size[0])
 
     def __call__(self, data: bytes, ext: str) -> torch.Tensor:
-        """Decode and augment one image; raises :class:`CorruptImage` for undecodable bytes."""
+        """Decode and crop one image to uint8; raises :class:`CorruptImage` for undecodable bytes."""
         try:
             image = self.crop(Image.open(io.BytesIO(data)))
         except _DECODE_ERRORS as exc:
             raise CorruptImage(f"cannot decode .{ext} image: {exc}") from exc
-        return self.rest(image)
+        return pil_to_tensor(image)
+
+
+    def for_device(self, data: bytes, ext: str) -> tuple[bytes | torch.Tensor, Crop | None]:
+        """What the device decoder needs for one image: JPEG bytes and their crop box (drawn like
+        :meth:`__call__` draws it, from the header alone), or a uint8 crop decoded here for other formats.
+        """
+        if not is_jpeg(data):
+            return self(data, ext), None
+        width, height = jpeg_size(data)
+        crop = random_crop((width, height), tuple(self.crop.scale), torch.default_generator,  # type: ignore[arg-type]
+                           tuple(self.crop.ratio))  # type: ignore[arg-type]
+        return data, crop
+
+
+def _name(step: object) -> str:
+    return getattr(step, "__name__", type(step).__name__)
+
+
+# open_clip's steps between the crop and Normalize; the crop already yields an RGB PIL image.
+_PASS_THROUGH = frozenset({"MaybeConvertMode", "MaybeToTensor", "ToTensor", "_convert_to_rgb"})

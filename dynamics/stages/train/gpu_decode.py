@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from dynamics.storage.shards import CorruptImage
@@ -73,7 +74,13 @@ def random_crop(size: tuple[int, int], scale: tuple[float, float], gen: torch.Ge
     return Crop((height - h) // 2, (width - w) // 2, h, w)
 
 
-def decode_crops(jpegs: Sequence[bytes], crops: Sequence[Crop], size: int, device: torch.device | str) -> torch.Tensor:
+def is_jpeg(data: bytes) -> bool:
+    """Whether ``data`` starts like a JPEG (SOI marker), whatever the member's extension says."""
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def decode_crops(jpegs: Sequence[bytes], crops: Sequence[Crop], size: int, device: torch.device | str,
+                 interpolation: InterpolationMode = InterpolationMode.BILINEAR) -> torch.Tensor:
     """uint8 ``(B, 3, size, size)`` crops of a batch of JPEGs, decoded and resized on ``device``."""
     if len(jpegs) != len(crops):
         raise ValueError(f"{len(jpegs)} images but {len(crops)} crops")
@@ -85,7 +92,7 @@ def decode_crops(jpegs: Sequence[bytes], crops: Sequence[Crop], size: int, devic
     out = torch.empty((len(images), 3, size, size), dtype=torch.uint8, device=device)
     for i, (img, c) in enumerate(zip(images, crops, strict=True)):
         patch = img[:, c.top:c.top + c.height, c.left:c.left + c.width]
-        patch = F.resize(patch, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+        patch = F.resize(patch, [size, size], interpolation=interpolation, antialias=True)
         out[i] = patch.flip(-1) if c.flip else patch
     return out
 
@@ -96,3 +103,67 @@ def normalise(batch: torch.Tensor, mean: Sequence[float] = OPENAI_MEAN, std: Seq
     m = torch.tensor(mean, dtype=dtype, device=batch.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch.to(dtype) / 255.0 - m) / s
+
+
+@dataclass
+class EncodedImages:
+    """A batch as the loader hands it over for decoding on the device.
+
+    ``rows[i]`` is JPEG bytes with ``crops[i]`` its box, or a uint8 crop the worker decoded itself
+    (other formats, which nvJPEG cannot read) with ``crops[i] = None``.
+    """
+
+    rows: list[bytes | torch.Tensor]
+    crops: list[Crop | None]
+    size: int
+
+
+def device_crops(batch: EncodedImages, device: torch.device,
+                 interpolation: InterpolationMode) -> tuple[torch.Tensor, list[int]]:
+    """uint8 crops of ``batch`` on ``device``, and the rows no decoder could read (left black).
+
+    JPEGs are decoded in one batched call; when that fails, each image is retried on the device, then
+    with libjpeg on the CPU, so one bad image costs one row, not the batch.
+    """
+    out = torch.zeros((len(batch.rows), 3, batch.size, batch.size), dtype=torch.uint8, device=device)
+    jpeg_rows = [i for i, c in enumerate(batch.crops) if c is not None]
+    for i, row in enumerate(batch.rows):
+        if batch.crops[i] is None:
+            out[i] = row.to(device, non_blocking=True)  # type: ignore[union-attr]
+    if not jpeg_rows:
+        return out, []
+    jpegs = [batch.rows[i] for i in jpeg_rows]
+    crops = [batch.crops[i] for i in jpeg_rows]
+    try:
+        out[jpeg_rows] = decode_crops(jpegs, crops, batch.size, device, interpolation)  # type: ignore[arg-type]
+        return out, []
+    except CorruptImage:
+        pass  # find the culprit(s) below
+    bad: list[int] = []
+    for i, data, crop in zip(jpeg_rows, jpegs, crops, strict=True):
+        for where in dict.fromkeys((device, torch.device("cpu"))):
+            try:
+                out[i] = decode_crops([data], [crop], batch.size, where, interpolation)[0]  # type: ignore[list-item]
+                break
+            except CorruptImage:
+                continue
+        else:
+            bad.append(i)
+    return out, bad
+
+
+def fill_bad_rows(images: torch.Tensor, texts: torch.Tensor,
+                  bad: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace undecodable rows by copies of good (image, text) pairs.
+
+    Every rank must keep its batch size (the loss gathers equal-sized features), so a row is
+    duplicated rather than dropped; a duplicate pair only adds one redundant positive.
+    """
+    good = [i for i in range(len(images)) if i not in set(bad)]
+    if not good:
+        raise CorruptImage(f"no image of a batch of {len(images)} could be decoded")
+    images, texts = images.clone(), texts.clone()
+    for n, i in enumerate(bad):
+        j = good[n % len(good)]
+        images[i], texts[i] = images[j], texts[j]
+    return images, texts

@@ -21,6 +21,8 @@ from dynamics.spec.model import Precision, RunSpec
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train import fsdp, ineval
 from dynamics.stages.train.data import Batch, EpochDataset, EpochSpec, close_batches, epoch_loader
+from dynamics.stages.train.decode import TrainImageTransform
+from dynamics.stages.train.gpu_decode import device_crops, fill_bad_rows, normalise
 from dynamics.stages.train.logs import KeyLog, Progress, TensorBoard
 from dynamics.stages.train.model import (
     create_model,
@@ -35,6 +37,7 @@ from dynamics.stages.train.plan import PhasePlan
 from dynamics.stages.train.step import Stepper, make_loss
 from dynamics.stages.train.stream import Cursor, StreamSettings
 from dynamics.storage.objects import StorageConfig
+from dynamics.storage.shards import SkipReason
 
 log = logging.getLogger("dynamics.train")
 # open_clip's gather-with-grad calls torch.distributed.nn.all_gather, deprecated but correct.
@@ -122,7 +125,10 @@ class PhaseTrainer:
         self.stepper = Stepper(model, forward, self.optimizer, loss, autocast, self.scaler, t.accum_freq,
                                t.grad_clip_norm)
         self.input_dtype = get_input_dtype(model_precision(t.precision))
-        self.transform = train_transform(model, t.augmentation.scale)
+        self.transform = TrainImageTransform(train_transform(model, t.augmentation.scale))
+        if t.decode == "device" and run.dist.main and plan.index == 0:
+            log.info("train.decode=device: loader workers read tars and draw crop boxes; JPEGs are decoded "
+                     "on %s in batches", run.dist.device)
         self.tokenize = tokenizer(t)
         self.start, self.cursors = 0, {}
         if resume is not None:
@@ -161,7 +167,7 @@ class PhaseTrainer:
         return EpochSpec(
             stream=self.run.stream, sampler_epoch=self.plan.sampler_epoch(epoch), steps=steps,
             rank=d.rank, world_size=d.world_size, workers=t.workers,
-            batch_size=self.plan.batch_per_rank, cursors=dict(self.cursors),
+            batch_size=self.plan.batch_per_rank, decode_on_device=t.decode == "device", cursors=dict(self.cursors),
         )
 
     def _train_epoch(self, epoch: int, steps: range) -> None:
@@ -178,11 +184,27 @@ class PhaseTrainer:
         close_batches(batches)
 
     def _step(self, step: int, batch: Batch) -> torch.Tensor:
-        device = self.run.dist.device
         self.scheduler(step)
-        images = batch.images.to(device=device, dtype=self.input_dtype, non_blocking=True)
-        texts = batch.texts.to(device=device, non_blocking=True)
+        images, texts = self._inputs(batch)
         return self.stepper(images, texts)
+
+    def _inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images and tokens on the device; uint8 crops travel, floats are made there."""
+        device, tf = self.run.dist.device, self.transform
+        texts = batch.texts
+        if batch.encoded is not None:
+            crops, bad = device_crops(batch.encoded, device, tf.crop.interpolation)
+            if bad:
+                log.warning("%d image(s) of this batch could not be decoded; their rows repeat other pairs",
+                            len(bad))
+                crops, texts = fill_bad_rows(crops, texts, bad)
+                batch.skipped[SkipReason.CORRUPT_IMAGE.value] = batch.skipped.get(
+                    SkipReason.CORRUPT_IMAGE.value, 0) + len(bad)
+        else:
+            assert batch.images is not None
+            crops = batch.images.to(device=device, non_blocking=True)
+        images = normalise(crops, tf.mean, tf.std).to(self.input_dtype)
+        return images, texts.to(device=device, non_blocking=True)
 
     def full_weights(self) -> dict[str, torch.Tensor]:
         """The model's unsharded weights on the CPU (a collective under FSDP)."""
