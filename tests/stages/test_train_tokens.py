@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import pickle
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import open_clip
@@ -135,3 +139,18 @@ def test_reduced_writer_stores_the_ids_and_the_reader_gives_them_back() -> None:
     tok = SimpleTokenizer(context_length=77)
     texts = [s.caption for s in back if s.caption is not None]
     assert torch.equal(CaptionTokenizer(tok)(texts, [s.bpe for s in back if s.caption]), tok(texts))
+
+
+def test_the_writer_side_imports_neither_torch_nor_open_clip() -> None:
+    # The controller image's `dynamics` command reaches this module through dynamics.estimate.
+    code = ("import sys, importlib.abc\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'open_clip'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import dynamics.stages.embed.reduced, dynamics.stages.train.tokens\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

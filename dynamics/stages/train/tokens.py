@@ -16,11 +16,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dynamics.storage.shards import BPE_EXT as BPE_EXT
 
+# torch and open_clip load on first use: the embed stage's writer imports this module, and so, through
+# dynamics.estimate, does the `dynamics` command of the controller image, which has neither.
 if TYPE_CHECKING:
+    import torch
     from open_clip.tokenizer import SimpleTokenizer
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,8 @@ class CaptionTokenizer:
 
     def __call__(self, captions: list[str], bpe: Sequence[bytes | None]) -> torch.Tensor:
         """Token rows of ``captions`` (``(B, context_length)`` int64), as the trainer's tokenizer gives them."""
+        import torch
+
         if len(bpe) != len(captions):
             raise ValueError(f"{len(captions)} captions but {len(bpe)} stored id lists")
         if not self.use_stored:
