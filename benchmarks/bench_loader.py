@@ -7,7 +7,8 @@ reduced-resolution copies the embed stage writes (``embed.reducedShards``, built
 stage's own writer), and open_clip's ``open_clip_train.data.get_wds_dataset`` on the originals. All run in
 the benchmark process (``workers=0``, one torch thread): samples/s is per CPU core. Rounds alternate the
 pipelines' order; medians are reported, with CPU time per sample (the moto server's excluded), a time
-breakdown (tar read, decode, crop/resize, to-tensor, tokenize) and the reduced copies' cost.
+breakdown (tar read, decode, crop/resize, to-tensor, tokenize, and tokenize from the BPE ids the reduced
+copies store) and the reduced copies' cost.
 
 Two image sets: ``web`` (512-1024 px per side, ~94 KiB) and ``384`` (DataComp-style, <= 512 px).
 
@@ -44,6 +45,7 @@ from dynamics.core.sampler import ShardTable
 from dynamics.stages.embed.reduced import ReducedShardWriter
 from dynamics.stages.train.data import EpochDataset, EpochSpec
 from dynamics.stages.train.stream import StreamSettings
+from dynamics.stages.train.tokens import CaptionTokenizer
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples
@@ -94,7 +96,7 @@ class ShardSet:
     bytes_original: int = 0
     bytes_reduced: int = 0
     decode_s: float = 0.0  # decoding at the reduced size (the embed stage does this anyway)
-    reduce_s: float = 0.0  # resize + JPEG encode: the embed stage's extra work
+    reduce_s: float = 0.0  # resize + JPEG encode + caption BPE ids: the embed stage's extra work
 
     @property
     def n(self) -> int:
@@ -170,7 +172,9 @@ def open_clip_pipeline(pattern: str, n_samples: int, batch: int, transform: Call
 def breakdown(urls: tuple[str, ...], transform: Callable, tokenizer: Callable, limit: int) -> dict[str, float]:
     """CPU microseconds per sample of each step, open_clip-style (full decode), over ``limit`` samples."""
     crop, to_tensor = transform.transforms[0], transform.transforms[1:]
-    totals = dict.fromkeys(("tar read", "decode", "crop/resize", "to-tensor", "tokenize"), 0.0)
+    stored = CaptionTokenizer(tokenizer)  # the reduced copies' BPE ids (the originals have none: it tokenises)
+    totals = dict.fromkeys(("tar read", "decode", "crop/resize", "to-tensor", "tokenize", "tokenize (stored ids)"),
+                           0.0)
     n = 0
     for url in urls:
         samples = iter(iter_samples(url, None, SkipStats()))
@@ -189,7 +193,9 @@ def breakdown(urls: tuple[str, ...], transform: Callable, tokenizer: Callable, l
             t4 = time.process_time()
             tokenizer([sample.caption])
             t5 = time.process_time()
-            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            stored([sample.caption], [sample.bpe])
+            t6 = time.process_time()
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
                 totals[key] += dt
             n += 1
     return {k: v / max(n, 1) * 1e6 for k, v in totals.items()}
@@ -225,7 +231,7 @@ def run_set(s: ShardSet, args: argparse.Namespace, transform: Callable, tokenize
     return (
         f"{s.name} set, {s.n} JPEGs ({s.bytes_original / s.n / 1024:.0f} KiB avg; reduced copies "
         f"{s.bytes_reduced / s.n / 1024:.1f} KiB = {s.bytes_reduced / s.bytes_original:.1%} extra storage, "
-        f"{s.reduce_s / s.n * 1e3:.2f} ms/image resize+encode on top of embed's {s.decode_s / s.n * 1e3:.2f} ms "
+        f"{s.reduce_s / s.n * 1e3:.2f} ms/image resize+encode+BPE on top of embed's {s.decode_s / s.n * 1e3:.2f} ms "
         f"decode): samples/s/core (median of {args.repeats}) reduced {rate['reduced']:.0f}, original "
         f"{rate['original']:.0f}, open_clip {rate['open_clip']:.0f} -> reduced/open_clip "
         f"{rate['reduced'] / rate['open_clip']:.2f}x, original/open_clip {rate['original'] / rate['open_clip']:.2f}x"

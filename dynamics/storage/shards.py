@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 IMAGE_EXTS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 CAPTION_EXT = "txt"
+BPE_EXT = "bpe"  # the caption's BPE ids (dynamics.stages.train.tokens), in the embed stage's reduced copies
 JSON_EXT = "json"
 LABEL_EXT = "cls"
 MIN_IMAGE_SIDE = 10  # as the published method: tiny images are resized up before preprocessing
@@ -60,6 +61,7 @@ class Sample:
     meta: dict[str, Any] | None
     row: int
     label: int | None = None
+    bpe: bytes | None = None  # stored BPE ids of the caption (reduced copies only), see BPE_EXT
 
 
 # ---------------------------------------------------------------- patterns
@@ -255,6 +257,7 @@ def _to_sample(url: str, key: str, parts: dict[str, bytes], row: int, stats: Ski
         meta=_json(parts.get(JSON_EXT), stats, url, key),
         row=row,
         label=_label(parts.get(LABEL_EXT)),
+        bpe=parts.get(BPE_EXT) if caption is not None else None,
     )
 
 

@@ -15,6 +15,7 @@ from dynamics.demo import write_test_shards
 from dynamics.stages.embed.reduced import ReducedShardWriter, reduced_epochs, short_side
 from dynamics.stages.embed.run import embed_part
 from dynamics.stages.train.stream import FRESH, StreamSettings, source
+from dynamics.stages.train.tokens import encode_caption
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_samples
@@ -74,6 +75,8 @@ def test_embed_writes_copies_and_training_reads_them_with_the_same_decisions(s3_
         assert [s.key for s in copies] == [k for k in originals if k not in data["corrupt_keys"]]
         for s in copies:
             assert s.caption == originals[s.key].caption
+            assert s.bpe == (None if s.caption is None else encode_caption(s.caption))
+            assert originals[s.key].bpe is None
             assert min(Image.open(io.BytesIO(s.image)).size) <= 64
     for index, url in enumerate(data["urls"]):
         keys = [s.key for s in iter_samples(url, None, SkipStats())]
@@ -89,6 +92,8 @@ def test_embed_writes_copies_and_training_reads_them_with_the_same_decisions(s3_
         for position, item in source(cfg, 0, 1, epoch, FRESH.start, SkipStats()):
             if position.pass_index:
                 break
+            # Stored BPE ids travel with the items read from the reduced copies, and only with those.
+            assert item.bpe == (encode_caption(item.caption) if cfg.shard_url(0, epoch) in cfg.reduced else None)
             if item.key not in data["corrupt_keys"]:
                 kept[(item.shard_index, item.key)] += 1
                 sizes.add(min(Image.open(io.BytesIO(item.image)).size))

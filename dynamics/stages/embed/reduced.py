@@ -6,6 +6,8 @@ multiple of 32 above phase 1's resolution, e.g. 128 for 112 px), re-encoded as J
 metadata and labels are unchanged and in the same order, so the sampler makes the same decisions on
 either copy. Images already that small are copied byte for byte. Phases whose resolution is below the
 short side read these copies (``RunPaths.reduced_shard``); the others read the originals.
+Each captioned sample also gets its caption's BPE ids (``.bpe``, :mod:`dynamics.stages.train.tokens`),
+which the trainer takes instead of tokenising; other webdataset readers ignore the extra member.
 
 Samples whose image cannot be decoded are left out of the copy (the trainer would skip them anyway).
 """
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from dynamics.spec.model import RunSpec
+from dynamics.stages.train.tokens import encode_caption
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
-from dynamics.storage.shards import CAPTION_EXT, JSON_EXT, LABEL_EXT, Sample
+from dynamics.storage.shards import BPE_EXT, CAPTION_EXT, JSON_EXT, LABEL_EXT, Sample
 
 JPEG_QUALITY = 90
 _STEP = 32
@@ -95,6 +98,8 @@ class ReducedShardWriter:
             self.members.append((f"{sample.key}.jpg", buf.getvalue()))
         if sample.caption is not None:
             self.members.append((f"{sample.key}.{CAPTION_EXT}", sample.caption.encode("utf-8")))
+            # Tokenised here, once, so that phase 1 of training need not (see stages.train.tokens).
+            self.members.append((f"{sample.key}.{BPE_EXT}", encode_caption(sample.caption)))
         if sample.meta is not None:
             self.members.append((f"{sample.key}.{JSON_EXT}", json.dumps(sample.meta).encode("utf-8")))
         if sample.label is not None:

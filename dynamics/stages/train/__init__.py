@@ -2,7 +2,8 @@
 
 Modules: :mod:`~dynamics.stages.train.plan` (step/epoch arithmetic), :mod:`~dynamics.stages.train.stream` (the
 undecoded, sampled, shuffled, resumable sample stream of one reader), :mod:`~dynamics.stages.train.data`
-(batches, data loader), :mod:`~dynamics.stages.train.decode` (crop-aware reduced-scale JPEG decode
+(batches, data loader), :mod:`~dynamics.stages.train.tokens` (captions' BPE ids stored by the embed stage),
+:mod:`~dynamics.stages.train.decode` (crop-aware reduced-scale JPEG decode
 with open_clip's transform), :mod:`~dynamics.stages.train.model` (open_clip model by name or
 inline config), :mod:`~dynamics.stages.train.loop` (one phase), :mod:`~dynamics.stages.train.checkpoint`,
 :mod:`~dynamics.stages.train.logs` and :mod:`~dynamics.stages.train.main` (``dynamics stage train``);

@@ -107,6 +107,7 @@ class Item:
     ext: str
     caption: str
     draw_epoch: int  # the epoch number the sampler decided this copy with (differs per pass)
+    bpe: bytes | None = None  # the caption's stored BPE ids (reduced copies), for tokens.CaptionTokenizer
 
     @property
     def label(self) -> str:
@@ -152,7 +153,7 @@ def _shard_items(cfg: StreamSettings, shard_index: int, sampler_epoch: int, star
         first = start_copy if sample.row == start_row else 0
         for copy in range(first, copies):
             yield Item(shard_index, sample.row, sample.key, copy, sample.image, sample.image_ext,
-                       sample.caption, sampler_epoch)
+                       sample.caption, sampler_epoch, sample.bpe)
     if table is not None and table.misses:
         stats.add(StreamSkip.MISSING_FROM_TABLE, table.misses)
 
