@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from specs import make_spec
 
@@ -14,6 +15,7 @@ from dynamics.core.sampler import ShardTable
 from dynamics.demo import write_test_shards
 from dynamics.stages.embed.reduced import ReducedShardWriter, reduced_epochs, short_side
 from dynamics.stages.embed.run import embed_part
+from dynamics.stages.train.data import EpochDataset, EpochSpec
 from dynamics.stages.train.stream import FRESH, StreamSettings, source
 from dynamics.stages.train.tokens import encode_caption
 from dynamics.storage import objects as storage
@@ -113,3 +115,42 @@ def test_off_by_default_writes_nothing(flag: bool, s3_bucket: str) -> None:
     paths = RunPaths.for_run(spec.storage.workdir, spec.name)
     embed_part(spec, paths, 0, storage.StorageConfig())
     assert not storage.exists(paths.reduced_shard(0))
+
+
+def test_the_loader_takes_stored_ids_instead_of_tokenising(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import open_clip
+    from open_clip.tokenizer import SimpleTokenizer
+
+    data = write_test_shards(f"{s3_bucket}/data", 2, 8, seed=2, image_size=96, truncated=False, corrupt_image=False,
+                             missing_caption=False)
+    spec = make_spec(f"{s3_bucket}/runs", data["pattern"], approx=16,
+                     embed={"shardsPerPart": 2, "workers": 0, "reducedShards": True}, train={"phases": PHASES})
+    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
+    assert embed_part(spec, paths, 0, storage.StorageConfig())
+    for index, url in enumerate(data["urls"]):
+        keys = [s.key for s in iter_samples(url, None, SkipStats())]
+        storage.write_bytes(paths.shard_table(index), ShardTable.from_keys(keys, np.ones(len(keys))).to_bytes())
+    captions = {s.key: s.caption for url in data["urls"] for s in iter_samples(url, None, SkipStats())}
+    tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=16)
+    tokenised: list[str] = []
+    original_call = SimpleTokenizer.__call__
+
+    def counting(self: SimpleTokenizer, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
+        tokenised.extend([texts] if isinstance(texts, str) else texts)
+        return original_call(self, texts, context_length)
+
+    monkeypatch.setattr(SimpleTokenizer, "__call__", counting)
+    for reduced in (True, False):
+        tokenised.clear()
+        settings = StreamSettings(shards=tuple(data["urls"]), paths=paths, storage=None, seed=5, sample_seed=3,
+                                  mode="cap", unknown_prob=0.5, window=4, reduced_epochs=int(reduced),
+                                  reduced=tuple(paths.reduced_shard(i) for i in range(2)) if reduced else ())
+        epoch = EpochSpec(stream=settings, sampler_epoch=0, steps=range(3), rank=0, world_size=1, workers=0,
+                          batch_size=4)
+        batches = list(EpochDataset(epoch, open_clip.image_transform(32, is_train=True), tokenizer))
+        assert len(batches) == 3
+        for b in batches:
+            expected = original_call(tokenizer, [captions[k.split("#")[0]] for k in b.keys])
+            assert torch.equal(b.texts, expected)
+        # The originals' captions are tokenised in the loader; the reduced copies' come as stored ids.
+        assert (len(tokenised) == 0) == reduced, len(tokenised)

@@ -18,7 +18,14 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from dynamics.stages.embed.reduced import ReducedShardWriter
-from dynamics.stages.train.tokens import BPE_EXT, CaptionTokenizer, decode_ids, encode_caption, incompatibility
+from dynamics.stages.train.tokens import (
+    BPE_EXT,
+    CaptionTokenizer,
+    decode_ids,
+    encode_caption,
+    incompatibility,
+    tokenizer_tag,
+)
 from dynamics.storage.shards import Sample, SkipStats, decode_image, iter_stream
 
 CAPTIONS = [
@@ -48,9 +55,9 @@ def stored() -> list[bytes]:
 
 def test_stored_ids_are_the_default_tokenizers_without_start_and_end() -> None:
     ids = decode_ids(encode_caption("a photo of a cat"))
-    assert ids.dtype == np.dtype("<u2")
+    assert ids is not None and ids.dtype == np.dtype("<u2")
     assert ids.tolist() == SimpleTokenizer().encode("a photo of a cat")
-    assert encode_caption("") == b""
+    assert encode_caption("") == tokenizer_tag() and decode_ids(tokenizer_tag()).size == 0
     assert BPE_EXT == "bpe"
 
 
@@ -80,7 +87,8 @@ def test_long_captions_are_cut_with_the_end_token_last(stored: list[bytes]) -> N
 
 def test_stored_ids_do_not_stand_for_the_captions_tokens_of_a_tokenizer_that_differs(
         caplog: pytest.LogCaptureFixture) -> None:
-    wrong = [np.full(5, 7, dtype="<u2").tobytes()] * len(CAPTIONS)  # deliberately not these captions' ids
+    # deliberately not these captions' ids
+    wrong = [tokenizer_tag() + np.full(5, 7, dtype="<u2").tobytes()] * len(CAPTIONS)
     for tok in (SimpleTokenizer(context_length=32, clean="canonicalize"),
                 SimpleTokenizer(context_length=32, clean="whitespace"),
                 SimpleTokenizer(context_length=32, reduction_mask="simple"),
@@ -103,8 +111,10 @@ def test_stored_ids_do_not_stand_for_the_captions_tokens_of_a_tokenizer_that_dif
 
 def test_malformed_ids_fall_back_to_tokenising() -> None:
     tok = SimpleTokenizer(context_length=32)
-    captions = ["odd length", "outside the vocabulary", "fine"]
-    bpe = [b"\x01\x02\x03", np.array([65535], dtype="<u2").tobytes(), encode_caption("fine")]
+    captions = ["odd length", "outside the vocabulary", "another version wrote it", "fine"]
+    other = bytes(b ^ 0xFF for b in tokenizer_tag())
+    bpe = [tokenizer_tag() + b"\x01\x02\x03", tokenizer_tag() + np.array([65535], dtype="<u2").tobytes(),
+           other + encode_caption("a photo")[len(other):], encode_caption("fine")]
     assert torch.equal(CaptionTokenizer(tok)(captions, bpe), tok(captions))
     with pytest.raises(ValueError, match="2 stored"):
         CaptionTokenizer(tok)(captions, bpe[:2])

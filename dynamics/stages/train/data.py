@@ -1,4 +1,4 @@
-"""Training batches: reader streams -> crop-aware reduced-scale decode + open_clip transform -> tokens.
+"""Training batches: reader streams -> crop-aware reduced-scale decode to uint8 crops -> tokens.
 
 One :class:`EpochDataset` serves one epoch of one phase on one rank. The data loader's workers are
 *logical readers*; the loader hands out batches round-robin, so step ``s`` of the epoch comes from
@@ -23,6 +23,7 @@ from dynamics.stages.train.decode import TrainImageTransform
 from dynamics.stages.train.gpu_decode import Crop, EncodedImages
 from dynamics.stages.train.plan import worker_quota
 from dynamics.stages.train.stream import FRESH, Cursor, Item, StreamSettings, windows
+from dynamics.stages.train.tokens import CaptionTokenizer
 from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats
 
 
@@ -83,7 +84,9 @@ class EpochDataset(IterableDataset):
                  tokenize: Callable[[list[str]], torch.Tensor]) -> None:
         """``transform``: open_clip's training transform (or one already wrapped); ``tokenize``: its tokenizer."""
         super().__init__()
-        self.spec, self.tokenize = spec, tokenize
+        self.spec = spec
+        # Captions of reduced shards come with stored BPE ids: no tokenising where they fit the tokenizer.
+        self.tokenize = tokenize if isinstance(tokenize, CaptionTokenizer) else CaptionTokenizer(tokenize)
         if not isinstance(transform, TrainImageTransform):
             transform = TrainImageTransform(transform, draft=spec.draft)
         self.transform = transform
@@ -109,6 +112,7 @@ class EpochDataset(IterableDataset):
         rows: list[bytes | torch.Tensor] = []
         crops: list[Crop | None] = []
         captions: list[str] = []
+        bpe: list[bytes | None] = []
         keys: list[str] = []
         cursor = FRESH
         while len(captions) < self.spec.batch_size:
@@ -127,13 +131,14 @@ class EpochDataset(IterableDataset):
                 stats.add(SkipReason.CORRUPT_IMAGE)
                 continue
             captions.append(item.caption)
+            bpe.append(item.bpe)
             keys.append(item.label)
         skipped = stats.to_dict()
         stats.counts.clear()
         if self.spec.decode_on_device:
             encoded = EncodedImages(rows, crops, self.transform.size)
-            return Batch(None, self.tokenize(captions), logical, cursor.to_list(), keys, skipped, encoded)
-        return Batch(torch.stack(images), self.tokenize(captions), logical, cursor.to_list(), keys, skipped)
+            return Batch(None, self.tokenize(captions, bpe), logical, cursor.to_list(), keys, skipped, encoded)
+        return Batch(torch.stack(images), self.tokenize(captions, bpe), logical, cursor.to_list(), keys, skipped)
 
 
 def _identity(batch: Batch) -> Batch:

@@ -2,9 +2,10 @@
 
 open_clip's ``SimpleTokenizer`` costs ~200 us of CPU per caption (ftfy, regex, BPE): a fifth of the
 loader's per-sample CPU on reduced shards. The embed stage reads every caption once anyway, so it stores
-each caption's BPE ids (:data:`BPE_EXT` member of the reduced shards: no start/end token, untruncated,
-little-endian uint16) and :class:`CaptionTokenizer` turns them into the rows the trainer's tokenizer
-would have produced. It uses them only when that tokenizer is open_clip's default ``SimpleTokenizer``
+each caption's BPE ids (:data:`BPE_EXT` member of the reduced shards: a 4-byte tag of the tokenizer's
+package versions, then the ids without start/end token, untruncated, little-endian uint16) and
+:class:`CaptionTokenizer` turns them into the rows the trainer's tokenizer would have produced. It uses
+them only when that tokenizer is open_clip's default ``SimpleTokenizer``
 (same vocabulary, clean function, no reduction mask); with any other it tokenises every caption.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import zlib
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,20 +43,42 @@ def default_tokenizer() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
-def encode_caption(caption: str) -> bytes:
-    """``caption``'s BPE ids under the default tokenizer, without start/end tokens, as little-endian uint16.
+@functools.cache
+def tokenizer_tag() -> bytes:
+    """4 bytes naming the packages that turn captions into ids (open_clip's BPE, ftfy's cleaning).
 
-    Raises ValueError if an id does not fit 16 bits (impossible with CLIP's 49,408-token vocabulary).
+    The embed and trainer images install the same lock file, but ids written by an older embed image must
+    not silently stand for what a newer trainer's tokenizer makes of the caption: a different tag means
+    the caption is tokenised again.
+    """
+    names = []
+    for package in ("open_clip_torch", "ftfy", "regex"):
+        try:
+            names.append(f"{package} {version(package)}")
+        except PackageNotFoundError:
+            names.append(f"{package} ?")
+    return zlib.crc32("; ".join(names).encode()).to_bytes(4, "little")
+
+
+TAG_BYTES = 4
+
+
+def encode_caption(caption: str) -> bytes:
+    """:func:`tokenizer_tag`, then ``caption``'s BPE ids under the default tokenizer (no start/end tokens)
+    as little-endian uint16. Raises ValueError if an id does not fit 16 bits (CLIP's vocabulary has 49,408).
     """
     ids = default_tokenizer().encode(caption)
     if ids and max(ids) > _MAX_ID:
         raise ValueError(f"BPE id {max(ids)} does not fit uint16")
-    return np.asarray(ids, dtype=_DTYPE).tobytes()
+    return tokenizer_tag() + np.asarray(ids, dtype=_DTYPE).tobytes()
 
 
-def decode_ids(data: bytes) -> np.ndarray:
-    """The ids stored by :func:`encode_caption` (raises ValueError for an odd byte count)."""
-    return np.frombuffer(data, dtype=_DTYPE)
+def decode_ids(data: bytes) -> np.ndarray | None:
+    """The ids stored by :func:`encode_caption`; None when another tokenizer version wrote them or the
+    bytes are malformed."""
+    if len(data) < TAG_BYTES or (len(data) - TAG_BYTES) % _DTYPE.itemsize or data[:TAG_BYTES] != tokenizer_tag():
+        return None
+    return np.frombuffer(data, dtype=_DTYPE, offset=TAG_BYTES)
 
 
 def incompatibility(tokenizer: Any) -> str | None:
@@ -85,7 +110,8 @@ class CaptionTokenizer:
     the instance with ``captions`` and, per caption, its stored ids (``bpe``, None where absent) returns
     exactly ``tokenizer(captions)``: a LongTensor ``(len(captions), context_length)``. Stored ids are
     ignored when :func:`incompatibility` finds a reason; malformed ones (odd length, id outside the
-    vocabulary) fall back to tokenising that caption. Picklable when ``tokenizer`` is.
+    vocabulary) and ones another open_clip/ftfy version wrote fall back to tokenising that caption.
+    Picklable when ``tokenizer`` is.
     """
 
     def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
@@ -101,9 +127,9 @@ class CaptionTokenizer:
             self.sot, self.eot, self.vocab = tok.sot_token_id, tok.eot_token_id, len(tok.encoder)
 
     def _ids(self, data: bytes | None) -> np.ndarray | None:
-        if data is None or len(data) % _DTYPE.itemsize:
+        ids = decode_ids(data) if data is not None else None
+        if ids is None:
             return None
-        ids = decode_ids(data)
         return ids if ids.size == 0 or int(ids.max()) < self.vocab else None
 
     def __call__(self, captions: list[str], bpe: Sequence[bytes | None]) -> torch.Tensor:
