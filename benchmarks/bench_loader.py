@@ -1,10 +1,13 @@
 """Training loader throughput per CPU core: S3 shard -> decode -> RandomResizedCrop 112 -> tensor + tokens.
 
-Compares, in one run and on the same samples in a moto S3 server on loopback, three pipelines: the
+Compares, in one run and on the same samples in a moto S3 server on loopback, four pipelines: the
 trainer's (:class:`dynamics.stages.train.data.EpochDataset`: DynamiCS sampling, shuffle window, crop-aware
 reduced-scale JPEG decode, open_clip's train transform, tokenizer) on the original shards, the same on the
 reduced-resolution copies the embed stage writes (``embed.reducedShards``, built here with the embed
-stage's own writer), and open_clip's ``open_clip_train.data.get_wds_dataset`` on the originals. All run in
+stage's own writer), the worker side of ``train.decode: device`` on those copies (tar read, sampling, crop
+boxes from JPEG headers, stored caption ids: the pixel decode happens on the GPU and is not timed here),
+and open_clip's ``open_clip_train.data.get_wds_dataset`` on the originals. The trainer's workers hand over
+uint8 crops (normalised on the GPU); open_clip's hand over normalised floats. All run in
 the benchmark process (``workers=0``, one torch thread): samples/s is per CPU core. Rounds alternate the
 pipelines' order; medians are reported, with CPU time per sample (the moto server's excluded), a time
 breakdown (tar read, decode, crop/resize, to-tensor, tokenize, and tokenize from the BPE ids the reduced
@@ -40,6 +43,7 @@ import torch
 from open_clip_train.data import get_wds_dataset
 from PIL import Image, ImageDraw
 from s3server import start_moto_server
+from torchvision.transforms.functional import pil_to_tensor
 
 from dynamics.core.sampler import ShardTable
 from dynamics.stages.embed.reduced import ReducedShardWriter
@@ -145,9 +149,10 @@ def timed(batches: Iterable[object], n_batches: int, batch: int) -> tuple[float,
 
 
 def ours(settings: StreamSettings, n_batches: int, batch: int, draft: bool,
-         transform: Callable, tokenizer: Callable) -> tuple[float, float]:
+         transform: Callable, tokenizer: Callable, on_device: bool = False) -> tuple[float, float]:
+    """The trainer's loader; ``on_device``: its worker side with ``train.decode: device`` (no pixel decode)."""
     spec = EpochSpec(stream=settings, sampler_epoch=0, steps=range(n_batches), rank=0, world_size=1,
-                     workers=0, batch_size=batch, draft=draft)
+                     workers=0, batch_size=batch, draft=draft, decode_on_device=on_device)
     return timed(iter(EpochDataset(spec, transform, tokenizer)), n_batches, batch)
 
 
@@ -173,8 +178,8 @@ def breakdown(urls: tuple[str, ...], transform: Callable, tokenizer: Callable, l
     """CPU microseconds per sample of each step, open_clip-style (full decode), over ``limit`` samples."""
     crop, to_tensor = transform.transforms[0], transform.transforms[1:]
     stored = CaptionTokenizer(tokenizer)  # the reduced copies' BPE ids (the originals have none: it tokenises)
-    totals = dict.fromkeys(("tar read", "decode", "crop/resize", "to-tensor", "tokenize", "tokenize (stored ids)"),
-                           0.0)
+    totals = dict.fromkeys(("tar read", "decode", "crop/resize", "to-tensor", "to uint8", "tokenize",
+                            "tokenize (stored ids)"), 0.0)
     n = 0
     for url in urls:
         samples = iter(iter_samples(url, None, SkipStats()))
@@ -188,14 +193,17 @@ def breakdown(urls: tuple[str, ...], transform: Callable, tokenizer: Callable, l
             t2 = time.process_time()
             img = crop(img)
             t3 = time.process_time()
+            tensor = img
             for step in to_tensor:
-                img = step(img)
+                tensor = step(tensor)
             t4 = time.process_time()
+            pil_to_tensor(img)  # what the trainer's workers send instead (normalised on the GPU)
+            t4b = time.process_time()
             tokenizer([sample.caption])
             t5 = time.process_time()
             stored([sample.caption], [sample.bpe])
             t6 = time.process_time()
-            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
+            for key, dt in zip(totals, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4b - t4, t5 - t4b, t6 - t5), strict=True):
                 totals[key] += dt
             n += 1
     return {k: v / max(n, 1) * 1e6 for k, v in totals.items()}
@@ -214,12 +222,14 @@ def run_set(s: ShardSet, args: argparse.Namespace, transform: Callable, tokenize
     runs: dict[str, Callable[[], tuple[float, float]]] = {
         "reduced": lambda: ours(settings(True), n_batches, args.batch, True, transform, tokenizer),
         "original": lambda: ours(settings(False), n_batches, args.batch, True, transform, tokenizer),
+        "device": lambda: ours(settings(True), n_batches, args.batch, True, transform, tokenizer, on_device=True),
         "open_clip": lambda: open_clip_pipeline(pattern, s.n, args.batch, transform, tokenizer),
     }
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
     names = list(runs)
     for r in range(args.repeats):
-        order = names[r % 3:] + names[:r % 3]  # alternate who goes first (caches, server warm-up)
+        first = r % len(names)
+        order = names[first:] + names[:first]  # alternate who goes first (caches, server warm-up)
         print(f"  {s.name}: round {r + 1}/{args.repeats} ({', '.join(order)})", file=sys.stderr)
         for name in order:
             results[name].append(runs[name]())
@@ -237,7 +247,10 @@ def run_set(s: ShardSet, args: argparse.Namespace, transform: Callable, tokenize
         f"{rate['reduced'] / rate['open_clip']:.2f}x, original/open_clip {rate['original'] / rate['open_clip']:.2f}x"
         f" | CPU us/sample {cpu['reduced']:.0f} / {cpu['original']:.0f} / {cpu['open_clip']:.0f} | cores per "
         f"H100 at {GPU_NEED}/s: {math.ceil(GPU_NEED / rate['reduced'])} / {math.ceil(GPU_NEED / rate['original'])}"
-        f" / {math.ceil(GPU_NEED / rate['open_clip'])} | open_clip-style us/sample original/reduced: {steps}"
+        f" / {math.ceil(GPU_NEED / rate['open_clip'])} | decode on device (worker side, reduced copies): "
+        f"{rate['device']:.0f} samples/s/core = {rate['device'] / rate['open_clip']:.1f}x open_clip, CPU us/sample "
+        f"{cpu['device']:.0f}, cores per H100 {math.ceil(GPU_NEED / rate['device'])}"
+        f" | open_clip-style us/sample original/reduced: {steps}"
     )
 
 
