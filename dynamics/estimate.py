@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dynamics.spec.model import RunSpec
+from dynamics.spec.reduced import short_side
 from dynamics.spec.types import EmbedBackend
-from dynamics.stages.embed.reduced import short_side
 from dynamics.stages.train.plan import plan_phases
 
 CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights (4) + AdamW exp_avg (4) + exp_avg_sq (4)

@@ -75,9 +75,13 @@ def _export_checkpoint(args: argparse.Namespace) -> int:
 
 def _model_params(spec: RunSpec) -> list[int]:
     """Parameter count of the spec's model at each phase's resolution (built on the meta device: no memory)."""
-    import torch
+    try:
+        import torch
 
-    from dynamics.stages.train.model import create_model
+        from dynamics.stages.train.model import create_model
+    except ImportError as exc:  # e.g. the controller image: base dependencies only
+        raise DynamicsError(f"counting the model's parameters needs torch and open_clip ({exc})",
+                            hint="pass --params N, or install the train extra: pip install 'dynamics[train]'") from exc
 
     meta = torch.device("meta")
     with meta:

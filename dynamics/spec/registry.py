@@ -24,7 +24,10 @@ def normalise(name: str) -> str:
 
 @lru_cache(maxsize=1)
 def _config_dir() -> Path | None:
-    spec = importlib.util.find_spec("open_clip")
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):  # a broken or half-removed install counts as none
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "model_configs"

@@ -13,7 +13,8 @@ from specs import make_spec
 
 from dynamics.core.sampler import ShardTable
 from dynamics.demo import write_test_shards
-from dynamics.stages.embed.reduced import ReducedShardWriter, reduced_epochs, short_side
+from dynamics.spec.reduced import reduced_epochs, short_side
+from dynamics.stages.embed.reduced import ReducedShardWriter
 from dynamics.stages.embed.run import embed_part
 from dynamics.stages.train.data import EpochDataset, EpochSpec
 from dynamics.stages.train.stream import FRESH, StreamSettings, source

@@ -17,40 +17,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
 
-from dynamics.spec.model import RunSpec
 from dynamics.stages.train.tokens import encode_caption
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.shards import BPE_EXT, CAPTION_EXT, JSON_EXT, LABEL_EXT, Sample
 
 JPEG_QUALITY = 90
-_STEP = 32
-
-
-def short_side(spec: RunSpec) -> int | None:
-    """Short side of the reduced copies, or None when the spec does not ask for them."""
-    if not spec.embed.reduced_shards:
-        return None
-    if spec.embed.reduced_short_side is not None:
-        return spec.embed.reduced_short_side
-    first = spec.train.phases[0].resolution
-    return (first // _STEP + 1) * _STEP
-
-
-def reduced_epochs(spec: RunSpec, epochs_per_phase: Sequence[int]) -> int:
-    """Sampler epochs (from 0) that read the reduced copies: those of the leading phases below the short side."""
-    side = short_side(spec)
-    total = 0
-    for phase, epochs in zip(spec.train.phases, epochs_per_phase, strict=True):
-        if side is None or phase.resolution >= side:
-            break
-        total += epochs
-    return total
 
 
 def reduce_image(image: Image.Image, side: int) -> Image.Image | None:

@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from dynamics.constants import Stage
 from dynamics.errors import DynamicsError, StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
+from dynamics.spec.reduced import short_side
 from dynamics.stages.embed.backends import Backend, load_backend
-from dynamics.stages.embed.reduced import ReducedShards, short_side
+from dynamics.stages.embed.reduced import ReducedShards
 from dynamics.stages.inputs import already_done, marker
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, shard_slice

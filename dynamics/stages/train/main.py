@@ -24,8 +24,8 @@ import torch.distributed as dist
 from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.local.lifecycle import die_with_parent
+from dynamics.spec import reduced
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
-from dynamics.stages.embed import reduced
 from dynamics.stages.inputs import already_done, marker
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
