@@ -99,6 +99,7 @@ def _wrap(model: torch.nn.Module, d: Dist, *, sharded: bool, static: bool) -> to
 
 def _scalar(value: torch.Tensor) -> float:
     # Rank 0 only, so no collective: FSDP's dim-0 chunks put a 1-element parameter on rank 0.
+    value = value.detach()
     return float(value.to_local() if isinstance(value, DTensor) else value)
 
 
