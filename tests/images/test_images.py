@@ -312,6 +312,10 @@ def test_trainer_image_has_torchrun_and_torch() -> None:
     assert train_commands, "the examples train with torchrun"
 
 
+def test_trainer_image_has_the_c_compiler_torch_compile_needs() -> None:
+    assert re.search(r"apt-get install [^\n]*\bgcc=\S+ g\+\+=\S+", dockerfile("trainer")), "train.compile needs gcc/g++"
+
+
 def test_the_import_check_tells_extras_apart() -> None:
     """The checker is not vacuous: the trainer's model code needs torch, which the clusterer lacks."""
     assert missing_imports("dynamics.stages.train.model", ("train",)) == []

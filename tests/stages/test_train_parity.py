@@ -15,6 +15,7 @@ from dynamics.errors import DynamicsError
 from dynamics.spec.loader import load_spec
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.fsdp import shard_dir
+from dynamics.stages.train.loop import compiled
 from dynamics.stages.train.main import _explicit_start
 from dynamics.stages.train.model import register_config
 from dynamics.stages.train.step import Stepper, make_loss, siglip_init
@@ -139,3 +140,12 @@ def test_wandb_offline_writes_the_run_locally(tmp_path: Path, monkeypatch: pytes
     report.close()
     runs = list(Path(wandb_dir(paths)).rglob("offline-run-*"))
     assert runs and any(p.suffix == ".wandb" for p in runs[0].rglob("*")), runs
+
+
+@pytest.mark.parametrize(("distributed", "checkpointing"), [(False, True), (True, False), (True, True)])
+def test_compile_turns_the_ddp_optimizer_off_only_with_checkpointing(distributed: bool, checkpointing: bool) -> None:
+    model = torch.nn.Linear(2, 2)
+    with torch._dynamo.config.patch(optimize_ddp=True):  # restored afterwards
+        out = compiled(model, distributed=distributed, checkpointing=checkpointing)
+        assert isinstance(out, torch._dynamo.eval_frame.OptimizedModule) and out._orig_mod is model
+        assert torch._dynamo.config.optimize_ddp is not (distributed and checkpointing)

@@ -97,6 +97,15 @@ def _wrap(model: torch.nn.Module, d: Dist, *, sharded: bool, static: bool) -> to
     return DistributedDataParallel(model, device_ids=device_ids, static_graph=static)
 
 
+def compiled(module: torch.nn.Module, *, distributed: bool, checkpointing: bool) -> torch.nn.Module:
+    """``torch.compile(module)`` as open_clip_train compiles: around the DDP wrapper, after the model is built."""
+    if distributed and checkpointing:
+        # DDP's graph splitting ("DDP optimizer") fails on activation-checkpointed blocks; open_clip_train
+        # turns it off in this combination too (compiled graphs then span bucket boundaries).
+        torch._dynamo.config.optimize_ddp = False
+    return torch.compile(module)
+
+
 def _scalar(value: torch.Tensor) -> float:
     # Rank 0 only, so no collective: FSDP's dim-0 chunks put a 1-element parameter on rank 0.
     value = value.detach()
@@ -122,7 +131,8 @@ class PhaseTrainer:
         loss = make_loss(t.loss, local_loss=t.local_loss, gather_with_grad=t.gather_with_grad,
                          rank=run.dist.rank, world_size=run.dist.world_size)
         autocast = get_autocast(t.precision.value, device_type=run.dist.device.type)
-        forward = torch.compile(self.ddp) if t.compile else self.ddp
+        forward = compiled(self.ddp, distributed=run.dist.world_size > 1,
+                           checkpointing=t.grad_checkpointing) if t.compile else self.ddp
         self.stepper = Stepper(model, forward, self.optimizer, loss, autocast, self.scaler, t.accum_freq,
                                t.grad_clip_norm)
         self.input_dtype = get_input_dtype(model_precision(t.precision))
