@@ -13,6 +13,7 @@ reader can redo it by hand:
   sample it keeps);
 * phases that read the reduced shard copies (``embed.reducedShards``: the leading phases below the
   short side) use ``reduced_bytes_per_sample`` and ``loader_rate x reduced_loader_speedup``;
+* with ``train.decode: device`` the GPU decodes, and the loader rate is multiplied by ``device_decode_speedup``;
 * checkpoints: every ``checkpointEvery`` steps plus each phase's final one, ``params x 12`` bytes each
   (fp32 weights + AdamW's two moments);
 * embed: ``N`` images at ``embed_rate`` images/s per GPU; k-means and assignment as float32 GEMM
@@ -47,7 +48,8 @@ class Rates:
     gemm_tflops: float = 40.0
     # benchmarks/README.md: 128 px short side, ~5.6-5.9 KiB, + 1 KiB for the .bpe member (tar header + block)
     reduced_bytes_per_sample: float = 7000.0
-    reduced_loader_speedup: float = 2.0  # benchmarks/README.md: 1.6-2.2x less CPU per sample
+    reduced_loader_speedup: float = 2.4  # benchmarks/README.md: 2.1-2.8x less CPU per sample
+    device_decode_speedup: float = 2.2  # benchmarks/README.md: train.decode device, worker side, 2.2-3.2x
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
         # Only the leading phases below the short side read the copies (as the trainer does).
         reduced = side is not None and plan.resolution < side and all(p.reduced for p in phases)
         loader_rate = rates.loader_samples_per_core_s * (rates.reduced_loader_speedup if reduced else 1.0)
+        if spec.train.decode == "device":
+            loader_rate *= rates.device_decode_speedup
         sample_bytes = rates.reduced_bytes_per_sample if reduced else rates.bytes_per_sample
         phases.append(PhaseCost(
             name=plan.name, resolution=plan.resolution, global_batch=plan.global_batch, steps=plan.steps,

@@ -56,8 +56,12 @@ def test_reduced_copies_cut_s3_bytes_and_loader_cores_of_leading_low_res_phases(
     p1, p2 = estimate(validate(raw), Rates(), params=[1000, 1000]).phases
     assert p1.reduced and not p2.reduced
     assert p1.s3_bytes == pytest.approx(1000 / 0.5 * 7000)
-    assert p1.loader_cores_per_gpu == pytest.approx(2600 / 800)
+    assert p1.loader_cores_per_gpu == pytest.approx(2600 / (400 * 2.4))
     assert p2.s3_bytes == pytest.approx(300 / 0.5 * 40_000)
+    raw["train"]["decode"] = "device"  # workers only read tars and draw crop boxes: fewer cores
+    p1, p2 = estimate(validate(raw), Rates(), params=[1000, 1000]).phases
+    assert p1.loader_cores_per_gpu == pytest.approx(2600 / (400 * 2.4 * 2.2))
+    assert p2.loader_cores_per_gpu == pytest.approx(650 / (400 * 2.2))
 
 
 def test_cli_prints_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

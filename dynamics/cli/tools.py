@@ -97,7 +97,8 @@ def _estimate(args: argparse.Namespace) -> int:
                   loader_samples_per_core_s=args.loader_rate, bytes_per_sample=args.bytes_per_sample,
                   embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops,
                   reduced_bytes_per_sample=args.reduced_bytes_per_sample,
-                  reduced_loader_speedup=args.reduced_loader_speedup)
+                  reduced_loader_speedup=args.reduced_loader_speedup,
+                  device_decode_speedup=args.device_decode_speedup)
     params = [args.params] * len(spec.train.phases) if args.params else _model_params(spec)
     print(format_estimate(spec, estimate(spec, rates, params), rates))
     return 0
@@ -128,6 +129,8 @@ def _add_estimate(sub: argparse._SubParsersAction) -> None:
                    help=f"bytes per sample of the reduced shard copies (default {d.reduced_bytes_per_sample:g})")
     p.add_argument("--reduced-loader-speedup", type=float, default=d.reduced_loader_speedup,
                    help=f"loader rate factor on reduced copies (default {d.reduced_loader_speedup:g})")
+    p.add_argument("--device-decode-speedup", type=float, default=d.device_decode_speedup,
+                   help=f"loader rate factor with train.decode: device (default {d.device_decode_speedup:g})")
     p.add_argument("--params", type=int, default=None,
                    help="model parameter count (default: counted from the spec's open_clip model)")
     p.set_defaults(func=_estimate)
