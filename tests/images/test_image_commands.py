@@ -1,8 +1,9 @@
-"""The controller image's commands run with only what that image installs (no torch, PIL, pyarrow, faiss).
+"""Each image's commands start with only what that image installs (the controller: no torch, PIL, faiss).
 
-No Docker engine runs here, so the image is played by this environment with every module that the
+No Docker engine runs here, so an image is played by this environment with every module that the
 image's install would not bring in made unimportable: importing one fails as it would in the image.
-The commands are the ones the manifests and the chart run in that image, plus what a user runs from it.
+The commands are the ones the manifests and the chart run in each image (with ``--help``: the command's
+module and everything it imports at start are loaded), plus what a user runs from the controller image.
 """
 
 from __future__ import annotations
@@ -15,18 +16,32 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from tests.images.test_images import CHART_COMMANDS, COMMANDS, ROOT, image_extras, installed_by, module_providers
+from tests.images.test_images import (
+    CHART_COMMANDS,
+    COMMANDS,
+    ROOT,
+    image_extras,
+    installed_by,
+    module_providers,
+    programs,
+)
 
 # Run as `python -c`: hide the modules named in argv[1] (JSON), then run the console script argv[2].
 PLAYER = """
-import json, sys
+import importlib.machinery, json, sys
 hidden = set(json.loads(sys.argv[1]))
 class Absent:
-    def find_spec(self, name, path=None, target=None):
+    # Stands in for the path finder: a hidden module is not found at all (find_spec gives None, an import
+    # raises ModuleNotFoundError), exactly as where it is not installed.
+    @staticmethod
+    def find_spec(name, path=None, target=None):
         if name.split(".")[0] in hidden:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-sys.meta_path.insert(0, Absent())
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+    @staticmethod
+    def invalidate_caches():
+        importlib.machinery.PathFinder.invalidate_caches()
+sys.meta_path[:] = [Absent if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 from dynamics.cli.app import main, submit_main
 sys.argv = sys.argv[2:]
 sys.exit(submit_main() if sys.argv[0] == "dynamics-submit" else main())
@@ -57,16 +72,26 @@ def test_the_player_hides_what_the_image_lacks() -> None:
     assert "No module named 'PIL'" in proc.stderr
 
 
-CONTROLLER = sorted({tuple(c) for _, image, c in COMMANDS + CHART_COMMANDS if image == "controller"})
+def _package_commands() -> list[tuple[str, tuple[str, ...]]]:
+    """(image, the package's command without its options) for every command run in an image."""
+    out: set[tuple[str, tuple[str, ...]]] = set()
+    for _, image, command in COMMANDS + CHART_COMMANDS:
+        for program in programs(command):
+            if program[0] == "dynamics":
+                words = program[:3] if program[1] == "stage" else program[:2]
+                out.add((image, tuple(words)))
+    return sorted(out)
 
 
-@pytest.mark.parametrize("command", CONTROLLER, ids=["-".join(c) for c in CONTROLLER])
-def test_commands_the_manifests_run_start_in_the_controller_image(command: tuple[str, ...]) -> None:
-    flags = [a for a in command[2:] if a.startswith("--")]
-    proc = play("controller", *command[:2], "--help")
+PACKAGE_COMMANDS = _package_commands()
+
+
+@pytest.mark.parametrize(("image", "command"), PACKAGE_COMMANDS,
+                         ids=[f"{image}-{'-'.join(c[1:])}" for image, c in PACKAGE_COMMANDS])
+def test_commands_the_manifests_run_start_in_their_image(image: str, command: tuple[str, ...]) -> None:
+    proc = play(image, *command, "--help")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for flag in flags:
-        assert flag.split("=")[0] in proc.stdout, (flag, proc.stdout)
+    assert "usage:" in proc.stdout
 
 
 @pytest.mark.parametrize("argv", [
