@@ -1,10 +1,11 @@
-"""Optional GPU JPEG decode for nodes short of CPU cores: nvJPEG via ``torchvision.io.decode_jpeg``.
+"""Decoding on the training device (``train.decode: device``): nvJPEG via ``torchvision.io.decode_jpeg``.
 
-The loader then only reads tars and draws crop parameters from each JPEG's header (no pixel decode on
-the CPU); a whole batch of JPEG bytes goes to the device, is decoded there in one batched call, and each
-image is cropped, resized (antialiased bilinear) and flipped on the device. Crops stay uint8 until
-:func:`normalise` (on the device too). The same functions run on the CPU (``device="cpu"``, libjpeg),
-which is the reference the tests hold the GPU path to.
+For nodes short of CPU cores. The loader then only reads tars and draws crop parameters from each JPEG's
+header (no pixel decode on the CPU); a whole batch of JPEG bytes goes to the device, is decoded there in
+one batched call, and each image is cropped, resized (antialiased, the transform's interpolation) and
+optionally flipped on the device. Crops stay uint8 until :func:`normalise`, which also serves the
+default path: its workers send uint8 crops, normalised on the device. The same functions run on the
+CPU (``device="cpu"``, libjpeg), which is the reference the tests hold the GPU path to.
 """
 
 from __future__ import annotations
