@@ -6,6 +6,9 @@ one batched call, and each image is cropped, resized (antialiased, the transform
 optionally flipped on the device. Crops stay uint8 until :func:`normalise`, which also serves the
 default path: its workers send uint8 crops, normalised on the device. The same functions run on the
 CPU (``device="cpu"``, libjpeg), which is the reference the tests hold the GPU path to.
+
+torchvision 0.29 (pinned) deprecates its image decoders in favour of TorchCodec (from 0.16); they still
+work, and moving to TorchCodec's batched decoder is a change confined to :func:`decode_crops`.
 """
 
 from __future__ import annotations
