@@ -18,6 +18,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from dynamics.stages.embed.reduced import ReducedShardWriter
+from dynamics.stages.train import tokens
 from dynamics.stages.train.tokens import (
     BPE_EXT,
     CaptionTokenizer,
@@ -109,13 +110,17 @@ def test_stored_ids_do_not_stand_for_the_captions_tokens_of_a_tokenizer_that_dif
     assert incompatibility(lambda texts: torch.zeros(len(texts), 77)) is not None
 
 
-def test_malformed_ids_fall_back_to_tokenising() -> None:
+def test_malformed_ids_fall_back_to_tokenising(caplog: pytest.LogCaptureFixture) -> None:
     tok = SimpleTokenizer(context_length=32)
     captions = ["odd length", "outside the vocabulary", "another version wrote it", "fine"]
     other = bytes(b ^ 0xFF for b in tokenizer_tag())
     bpe = [tokenizer_tag() + b"\x01\x02\x03", tokenizer_tag() + np.array([65535], dtype="<u2").tobytes(),
            other + encode_caption("a photo")[len(other):], encode_caption("fine")]
-    assert torch.equal(CaptionTokenizer(tok)(captions, bpe), tok(captions))
+    tokens._logged.clear()  # a fresh process's state
+    with caplog.at_level(logging.INFO, logger="dynamics.stages.train.tokens"):
+        assert torch.equal(CaptionTokenizer(tok)(captions, bpe), tok(captions))
+        assert torch.equal(CaptionTokenizer(tok)(captions, bpe), tok(captions))
+    assert caplog.text.count("other open_clip/ftfy/regex versions") == 1  # said once, not per batch
     with pytest.raises(ValueError, match="2 stored"):
         CaptionTokenizer(tok)(captions, bpe[:2])
 

@@ -103,6 +103,12 @@ def incompatibility(tokenizer: Any) -> str | None:
     return None
 
 
+def _once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.info("%s", message)
+
+
 class CaptionTokenizer:
     """``tokenizer(captions)``, taking each caption's stored BPE ids where it has them.
 
@@ -118,19 +124,23 @@ class CaptionTokenizer:
         self.tokenizer = tokenizer
         reason = incompatibility(tokenizer)
         self.use_stored = reason is None
-        if reason is not None and reason not in _logged:
-            _logged.add(reason)
-            log.info("captions are tokenised in the loader, not taken from stored BPE ids: %s", reason)
+        if reason is not None:
+            _once(f"captions are tokenised in the loader, not taken from stored BPE ids: {reason}")
         if self.use_stored:
             tok: SimpleTokenizer = tokenizer  # type: ignore[assignment]
             self.context_length = int(tok.context_length)  # type: ignore[arg-type]
             self.sot, self.eot, self.vocab = tok.sot_token_id, tok.eot_token_id, len(tok.encoder)
 
     def _ids(self, data: bytes | None) -> np.ndarray | None:
-        ids = decode_ids(data) if data is not None else None
-        if ids is None:
+        if data is None:
             return None
-        return ids if ids.size == 0 or int(ids.max()) < self.vocab else None
+        ids = decode_ids(data)
+        if ids is None or (ids.size and int(ids.max()) >= self.vocab):
+            # Correct either way, but slower: say so once (e.g. an embed image older than the trainer's).
+            _once("some stored caption BPE ids are malformed or were written by other open_clip/ftfy/regex "
+                  "versions; those captions are tokenised in the loader")
+            return None
+        return ids
 
     def __call__(self, captions: list[str], bpe: Sequence[bytes | None]) -> torch.Tensor:
         """Token rows of ``captions`` (``(B, context_length)`` int64), as the trainer's tokenizer gives them."""
