@@ -146,6 +146,9 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
         notes.append("train.gpusPerNode is 0 (CPU): GPU-hours are what the same work takes on GPUs")
     if dim is None:
         notes.append("embedding width unknown for this backend without loading it: cluster costs left out")
+    starved = loader_note(spec, phases) if gpus else None
+    if starved:
+        notes.append(starved)
     return Estimate(
         world_size=world, expected_per_epoch=budget * n, phases=phases, params=largest,
         checkpoint_bytes=None if largest is None else largest * CHECKPOINT_BYTES_PER_PARAM,
@@ -155,6 +158,31 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
         kmeans_flops=kmeans_flops, assign_flops=assign_flops,
         cluster_gpu_hours=(kmeans_flops + assign_flops) / (rates.gemm_tflops * 1e12) / 3600, notes=notes,
     )
+
+
+def _cpus(quantity: str) -> float:
+    """CPUs of a Kubernetes CPU quantity ('48', '500m')."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def loader_note(spec: RunSpec, phases: Sequence[PhaseCost]) -> str | None:
+    """A warning when a phase needs more loader cores per GPU than the spec gives each GPU's process."""
+    t = spec.train
+    worst = max(phases, key=lambda p: p.loader_cores_per_gpu)
+    need = math.ceil(worst.loader_cores_per_gpu)
+    cpus_per_gpu = _cpus(t.resources.cpu) / max(t.gpus_per_node, 1)
+    have = min(t.workers, math.floor(cpus_per_gpu))
+    if need <= have:
+        return None
+    fixes = [f"raise train.workers (now {t.workers}) and train.resources.cpu (now {t.resources.cpu} for "
+             f"{t.gpus_per_node} GPUs)"]
+    if not spec.embed.reduced_shards:
+        fixes.append("turn on embed.reducedShards (phase 1 reads small copies)")
+    if t.decode != "device":
+        fixes.append("set train.decode: device (the GPU decodes JPEGs)")
+    return (f"phase {worst.name} needs ~{need} loader cores per GPU at these rates but each GPU's process has "
+            f"{have} (min of train.workers and CPUs per GPU): the GPUs would wait for data; "
+            + "; or ".join(fixes))
 
 
 def _bytes(n: float | None) -> str:

@@ -92,3 +92,22 @@ def test_bad_spec_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture
     bad.write_text("name: x\n")
     assert main(["estimate", str(bad), "--params", "1"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_loader_short_of_cores_is_pointed_out_with_the_fixes(tmp_path: Path) -> None:
+    from dynamics.spec.loader import validate
+
+    raw = small_spec(tmp_path).model_dump(by_alias=True)
+    raw["data"]["shards"] = "s3://b/{0..99}.tar"  # enough shards for every reader
+    raw["train"].update(workers=4, resources={"cpu": "16", "memory": "64Gi"})  # 8 CPUs per GPU, 4 workers
+    notes = estimate(validate(raw), Rates(), params=[1000, 1000]).notes
+    note = next(n for n in notes if "loader cores" in n)  # p1 needs 2600 / 400 = 6.5 -> 7 > 4
+    assert "needs ~7 loader cores per GPU" in note and "has 4" in note
+    assert "embed.reducedShards" in note and "train.decode: device" in note
+    raw["train"]["workers"] = 8  # 8 workers and 8 CPUs per GPU: enough
+    assert not any("loader cores" in n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes)
+    raw["train"].update(workers=4, decode="device")  # 2600 / (400 x 2.2) = 2.95 -> 3 <= 4
+    assert not any("loader cores" in n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes)
+    raw["train"].update(resources={"cpu": "2500m", "memory": "64Gi"})  # 1.25 CPUs per GPU -> 1 < 3
+    note = next(n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes if "loader cores" in n)
+    assert "has 1" in note and "train.decode" not in note
