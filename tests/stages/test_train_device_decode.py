@@ -28,18 +28,14 @@ from dynamics.stages.train.logs import ENV_KEYLOG
 from dynamics.stages.train.stream import StreamSettings
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.pattern import expand
+from tests.stages.test_train_gpu_decode import gradient_image
 from tests.stages.test_train_support import RUN, make_data, read_keylog, spec_dict, write_spec, write_tables
 
 CPU = torch.device("cpu")
 
 
 def _jpeg(seed: int, w: int = 96, h: int = 72, fmt: str = "JPEG") -> bytes:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], -1) + rng.normal(0, 4, (h, w, 3))
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format=fmt)
-    return buf.getvalue()
+    return gradient_image(np.random.default_rng(seed), w, h, fmt)
 
 
 def test_uint8_crops_normalise_to_what_the_worker_used_to_send() -> None:

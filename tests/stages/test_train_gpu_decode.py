@@ -13,11 +13,12 @@ from dynamics.stages.train.gpu_decode import Crop, decode_crops, jpeg_size, norm
 from dynamics.storage.shards import CorruptImage
 
 
-def _jpeg(rng: np.random.Generator, w: int, h: int) -> bytes:
+def gradient_image(rng: np.random.Generator, w: int, h: int, fmt: str = "JPEG") -> bytes:
+    """A smooth colour gradient with mild noise, encoded as ``fmt`` (JPEG at quality 95)."""
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = np.stack([x / w * 255, y / h * 255, (x + y) / (w + h) * 255], -1) + rng.normal(0, 4, (h, w, 3))
     buf = io.BytesIO()
-    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=95)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format=fmt, quality=95)
     return buf.getvalue()
 
 
@@ -30,7 +31,7 @@ def _pil_reference(data: bytes, c: Crop, size: int) -> np.ndarray:
 
 def test_cpu_path_matches_pil_crop_and_resize() -> None:
     rng = np.random.default_rng(0)
-    jpegs = [_jpeg(rng, 320, 240), _jpeg(rng, 200, 300)]
+    jpegs = [gradient_image(rng, 320, 240), gradient_image(rng, 200, 300)]
     gen = torch.Generator().manual_seed(1)
     crops = [random_crop(jpeg_size(j), (0.4, 1.0), gen) for j in jpegs]
     crops[1] = Crop(crops[1].top, crops[1].left, crops[1].height, crops[1].width, flip=True)
@@ -66,7 +67,7 @@ def test_normalise_and_bad_input() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_path_matches_cpu_reference() -> None:
     rng = np.random.default_rng(2)
-    jpegs = [_jpeg(rng, 640, 480) for _ in range(4)]
+    jpegs = [gradient_image(rng, 640, 480) for _ in range(4)]
     gen = torch.Generator().manual_seed(3)
     crops = [random_crop(jpeg_size(j), (0.4, 1.0), gen) for j in jpegs]
     cpu = decode_crops(jpegs, crops, 112, "cpu").to(torch.int16)

@@ -92,7 +92,6 @@ class TrainImageTransform:
             raise CorruptImage(f"cannot decode .{ext} image: {exc}") from exc
         return pil_to_tensor(image)
 
-
     def for_device(self, data: bytes, ext: str) -> tuple[bytes | torch.Tensor, Crop | None]:
         """What the device decoder needs for one image: JPEG bytes and their crop box (drawn like
         :meth:`__call__` draws it, from the header alone), or a uint8 crop decoded here for other formats.

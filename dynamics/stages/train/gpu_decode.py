@@ -163,7 +163,8 @@ def fill_bad_rows(images: torch.Tensor, texts: torch.Tensor,
     Every rank must keep its batch size (the loss gathers equal-sized features), so a row is
     duplicated rather than dropped; a duplicate pair only adds one redundant positive.
     """
-    good = [i for i in range(len(images)) if i not in set(bad)]
+    skip = set(bad)
+    good = [i for i in range(len(images)) if i not in skip]
     if not good:
         raise CorruptImage(f"no image of a batch of {len(images)} could be decoded")
     images, texts = images.clone(), texts.clone()
