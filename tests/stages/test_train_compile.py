@@ -10,7 +10,6 @@ two minutes on two shared cores, half a minute with the cache warm.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from dynamics.stages.train.logs import ENV_KEYLOG
 from dynamics.stages.train.main import main
 from dynamics.stages.train.model import register_config
 from dynamics.stages.train.plan import plan_phases
-from dynamics.stages.train.step import Stepper, make_loss
+from dynamics.stages.train.step import Stepper
 from dynamics.storage.layout import RunPaths
+from tests.stages.test_train_parity import assert_close, grads
 from tests.stages.test_train_support import (
     RUN,
     TINY_MODEL,
@@ -125,14 +125,6 @@ def _model() -> torch.nn.Module:
                                   output_dict=True)
 
 
-def _assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], rel: float) -> None:
-    assert got.keys() == want.keys()
-    for name, value in got.items():
-        # float32 sums in another order: compare against the tensor's scale, not element by element
-        scale = want[name].abs().max().item()
-        assert (value - want[name]).abs().max().item() <= rel * scale + 1e-8, name
-
-
 def _start_weights(spec_path: str) -> dict[str, torch.Tensor]:
     """The phase's initial weights, drawn as the trainer draws them (spec seed)."""
     torch.manual_seed(load_spec(spec_path).train.seed)
@@ -169,29 +161,17 @@ def test_compiled_checkpoint_loads_into_open_clip_and_resumes(runs: dict[str, Ru
         assert not [k for k in weights if "_orig_mod" in k or k.startswith("module.")]
         model = _model()
         open_clip.load_checkpoint(model, compiled.uri(step))  # strict: every key, no prefix
-        _assert_close(model.state_dict(), weights, rel=0.0)
+        assert_close(model.state_dict(), weights, rel=0.0)
     assert isinstance(resumed.forwards[0], OptimizedModule)  # its graph is the compiled run's, reused
     assert sorted(resumed.losses) == [STEPS]  # resumed after step 2
     assert resumed.losses[STEPS] == pytest.approx(compiled.losses[STEPS], rel=1e-6)
-    _assert_close(resumed.weights(STEPS), compiled.weights(STEPS), rel=1e-6)
-
-
-def _grads(compiled: bool) -> tuple[float, dict[str, torch.Tensor], torch.nn.Module]:
-    torch.manual_seed(0)
-    model = _model()
-    forward = torch.compile(model) if compiled else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step leaves the weights as they are
-    stepper = Stepper(model, forward, optimizer, make_loss("clip", local_loss=True, gather_with_grad=True, rank=0,
-                                                           world_size=1), contextlib.nullcontext)
-    gen = torch.Generator().manual_seed(1)
-    value = stepper(torch.randn(BATCH, 3, 32, 32, generator=gen), torch.randint(1, 400, (BATCH, 16), generator=gen))
-    return float(value), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, forward
+    assert_close(resumed.weights(STEPS), compiled.weights(STEPS), rel=1e-6)
 
 
 def test_compiled_step_gives_eager_gradients(inductor_cache: None) -> None:
-    base_loss, base, _ = _grads(compiled=False)
-    value, grads, forward = _grads(compiled=True)
+    base_loss, base, _ = grads(compiled=False)
+    value, got, forward = grads(compiled=True)
     assert isinstance(forward, OptimizedModule)
     assert value == pytest.approx(base_loss, rel=1e-6)
     assert base["logit_scale"].abs() > 0
-    _assert_close(grads, base, rel=1e-5)
+    assert_close(got, base, rel=1e-5)

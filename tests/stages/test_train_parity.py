@@ -37,30 +37,38 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(BATCH, 3, 32, 32, generator=gen), torch.randint(1, 400, (BATCH, 16), generator=gen)
 
 
-def _grads(loss: str, *, accum: int = 1, checkpointing: bool = False) -> tuple[float, dict[str, torch.Tensor]]:
+def grads(loss: str = "clip", *, accum: int = 1, checkpointing: bool = False,
+          compiled: bool = False) -> tuple[float, dict[str, torch.Tensor], torch.nn.Module]:
+    """One training step's loss and gradients on a fixed batch, and the module that ran the forward pass."""
     model = _model(loss)
     model.set_grad_checkpointing(checkpointing)
+    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the step leaves the weights as they are
-    stepper = Stepper(model, model, optimizer, make_loss(loss, local_loss=True, gather_with_grad=True, rank=0,
-                                                         world_size=1),
+    stepper = Stepper(model, forward, optimizer, make_loss(loss, local_loss=True, gather_with_grad=True, rank=0,
+                                                           world_size=1),
                       contextlib.nullcontext, accum_freq=accum)
     value = stepper(*_batch())
-    return float(value), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(value), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, forward
+
+
+def assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], rel: float) -> None:
+    """Same keys, each tensor within ``rel`` of the reference tensor's largest magnitude."""
+    assert got.keys() == want.keys()
+    for name, value in got.items():
+        # float32 sums in another order: compare against the tensor's scale, not element by element
+        scale = want[name].abs().max().item()
+        assert (value - want[name]).abs().max().item() <= rel * scale + 1e-8, name
 
 
 @pytest.mark.parametrize("loss", ["clip", "siglip"])
 def test_checkpointing_and_accumulation_give_the_same_gradients(loss: str) -> None:
-    base_loss, base = _grads(loss)
+    base_loss, base, _ = grads(loss)
     assert base and all(torch.isfinite(g).all() for g in base.values())
     assert base["logit_scale"].abs() > 0
     for kwargs in ({"checkpointing": True}, {"accum": 2}, {"accum": 4, "checkpointing": True}):
-        value, grads = _grads(loss, **kwargs)
+        value, got, _ = grads(loss, **kwargs)
         assert value == pytest.approx(base_loss, rel=1e-5), kwargs
-        assert grads.keys() == base.keys(), kwargs
-        for name, grad in grads.items():
-            # float32 sums in another order: compare against the tensor's scale, not element by element
-            scale = base[name].abs().max().item()
-            assert (grad - base[name]).abs().max().item() <= 1e-5 * scale + 1e-8, (kwargs, name)
+        assert_close(got, base, rel=1e-5)
 
 
 def test_siglip_model_has_its_bias() -> None:
