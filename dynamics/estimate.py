@@ -161,8 +161,10 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
 
 
 def _cpus(quantity: str) -> float:
-    """CPUs of a Kubernetes CPU quantity ('48', '500m')."""
-    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    """CPUs of a Kubernetes CPU quantity ('48', '500m', '2e1', '1k': every form the spec's pattern admits)."""
+    from kubernetes.utils import parse_quantity  # the client's parser; imported only when estimating
+
+    return float(parse_quantity(quantity))
 
 
 def loader_note(spec: RunSpec, phases: Sequence[PhaseCost]) -> str | None:

@@ -99,7 +99,7 @@ def test_a_loader_short_of_cores_is_pointed_out_with_the_fixes(tmp_path: Path) -
 
     raw = small_spec(tmp_path).model_dump(by_alias=True)
     raw["data"]["shards"] = "s3://b/{0..99}.tar"  # enough shards for every reader
-    raw["train"].update(workers=4, resources={"cpu": "16", "memory": "64Gi"})  # 8 CPUs per GPU, 4 workers
+    raw["train"].update(workers=4, resources={"cpu": "0.016k", "memory": "64Gi"})  # 16 CPUs: 8 per GPU, 4 workers
     notes = estimate(validate(raw), Rates(), params=[1000, 1000]).notes
     note = next(n for n in notes if "loader cores" in n)  # p1 needs 2600 / 400 = 6.5 -> 7 > 4
     assert "needs ~7 loader cores per GPU" in note and "has 4" in note
