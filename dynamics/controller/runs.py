@@ -25,14 +25,14 @@ from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
 from dynamics.controller.resources import CONFIG_MAPS, EVENTS, PODS, RUN_RESOURCES
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
-from dynamics.controller.stuck import stuck_reason, stuck_signal
+from dynamics.controller.stuck import UNSCHEDULABLE, owned_pods, stuck_reason, stuck_signal
 from dynamics.errors import KubeError
 from dynamics.spec import names
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import load_spec_text
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
-from dynamics.stages.progress import stage_progress
-from dynamics.storage.layout import RunPaths
+from dynamics.stages.progress import stage_complete
 
 log = logging.getLogger("dynamics.controller")
 
@@ -148,9 +148,10 @@ def owned_by(obj: Obj, config_map: Obj) -> bool:
 
 
 def _outputs_complete(spec: RunSpec, stage: Stage) -> bool:
-    """Whether every completion marker of ``stage`` is in the work directory. Raises StorageError."""
-    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
-    return stage_progress(spec, paths, stage, storage_config(spec)).complete
+    """Whether every completion marker of ``stage`` is in the work directory, where the stage writes
+    it (embed and cluster stages under ``_shared/<stage>-<fingerprint>/``), and was written for this
+    spec (its fingerprint matches). Raises StorageError."""
+    return stage_complete(spec, run_paths(spec), stage, storage_config(spec))
 
 
 def now_utc() -> dt.datetime:
@@ -158,21 +159,38 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Unschedulable pods whose Events are read per pass (each a list call): enough to see an autoscaler at work.
+MAX_PENDING_PODS_READ = 8
+
+
+def _events_about(kube: Kube, uid: str) -> list[Obj]:
+    """Events about the object with ``uid`` (the field selector kube-apiserver offers for Events);
+    [] for an older Role without "list events": pods alone still tell a lot."""
+    try:
+        return kube.list(EVENTS, fields=f"involvedObject.uid={uid}")
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return []
+
+
+def _unschedulable(pod: Obj) -> bool:
+    return any((c.get("type"), c.get("status"), c.get("reason")) == UNSCHEDULABLE
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stage, str]:
     """Running stages whose pods could not start for ``kubernetes.stuckAfterSeconds`` (or were refused
-    by admission), with why: the pod's waiting reason, or the workload's last FailedCreate Event."""
+    by Pod Security), with why: a pod's waiting reason, its scheduling failure, or the refusal Event."""
     out = {}
     now = now_utc()
     for stage, workload in running_stages(record.spec, observed):
-        pods = kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}")
-        fields = f"involvedObject.name={workload['metadata']['name']},type=Warning"
-        try:
-            events = kube.list(EVENTS, fields=fields)
-        except KubeApiError as err:  # an older Role without "list events": pods alone still tell a lot
-            if err.status != 403:
-                raise
-            events = []
-        reason = stuck_reason(stuck_signal(pods, events), now, record.spec.kubernetes.stuck_after_seconds)
+        pods = owned_pods(workload, kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}"))
+        events = _events_about(kube, workload["metadata"]["uid"])
+        for pod in [p for p in pods if _unschedulable(p)][:MAX_PENDING_PODS_READ]:
+            events += _events_about(kube, pod["metadata"]["uid"])
+        signal = stuck_signal(workload, pods, events, now, gang=stage is Stage.TRAIN)
+        reason = stuck_reason(signal, now, record.spec.kubernetes.stuck_after_seconds)
         if reason is not None:
             out[stage] = reason
     return out

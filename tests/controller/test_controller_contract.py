@@ -22,8 +22,10 @@ from dynamics.controller.run import EXIT_FAILED, Controller, Outcome
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.controller.submit import submit
 from dynamics.render import render_stage, stages_of
+from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
+from dynamics.stages.inputs import marker
 from dynamics.stages.progress import stage_markers
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -103,17 +105,21 @@ def test_resubmitted_name_never_adopts_the_old_runs_objects(tmp_path: Path) -> N
         assert recorded(kube).stage_state(Stage.EMBED).phase is Phase.RUNNING  # type: ignore[union-attr]
 
 
-def _write_markers(spec: RunSpec, stage: Stage) -> None:
-    paths = RunPaths.for_run(spec.storage.workdir, spec.name)
-    for marker in stage_markers(spec, paths, stage):
-        storage.write_bytes(marker, b"{}", storage_config(spec))
+def _write_markers(spec: RunSpec, stage: Stage, *, fingerprint: str | None = None) -> None:
+    """The stage's markers where the stage writes them (embed under ``_shared/embed-<fp>/``)."""
+    payload = marker(spec, stage) if fingerprint is None else {C.MARKER_FINGERPRINT: fingerprint}
+    for uri in stage_markers(spec, run_paths(spec), stage):
+        storage.write_marker(uri, payload, storage_config(spec))
 
 
-@pytest.mark.parametrize("outputs_complete", [True, False], ids=["outputs-complete", "outputs-missing"])
-def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete: bool) -> None:
-    """Issue 12 item 9: the workload finished and was deleted (a short ttlSecondsAfterFinished, or the
-    controller was down longer than the TTL) before its end was recorded."""
-    spec = make_spec(name=f"ttl-{outputs_complete}".lower(), kubernetes={"ttlSecondsAfterFinished": 300})
+@pytest.mark.parametrize("outputs", ["complete", "missing", "other-spec", "old-layout"])
+def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs: str) -> None:
+    """Issue 12 item 9, issue 20 item 3: the workload finished and was deleted (a short
+    ttlSecondsAfterFinished, or the controller was down longer than the TTL) before its end was
+    recorded. Its markers decide, read where the stage writes them and only for this spec.
+    (Before issue 20 the controller looked in ``<run>/embed/`` and "complete" failed the run.)"""
+    spec = make_spec(name=f"ttl-{outputs}", kubernetes={"ttlSecondsAfterFinished": 300},
+                     storage={"workdir": f"s3://bucket/ttl-{outputs}"})  # shared stages: one workdir each
     run, job = spec.name, f"{spec.name}-embed"
     kube = submitted(h, spec)
     controller = Controller(h.kube(), run, poll=FAST_POLL)
@@ -121,8 +127,13 @@ def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete:
     h.double.cluster.start_job(NS, job)
     controller.step()  # recorded: embed Running on job/<run>-embed
     h.double.cluster.succeed_job(NS, job)
-    if outputs_complete:
+    if outputs == "complete":
         _write_markers(spec, Stage.EMBED)
+    elif outputs == "other-spec":
+        _write_markers(spec, Stage.EMBED, fingerprint="0" * 16)
+    elif outputs == "old-layout":  # the pre-fingerprint place: not where this spec's embed writes
+        for uri in stage_markers(spec, RunPaths.for_run(spec.storage.workdir, run), Stage.EMBED):
+            storage.write_marker(uri, marker(spec, Stage.EMBED), storage_config(spec))
     kube.delete(JOBS, job)  # the TTL controller, before the controller saw Complete
     creates = job_creates(h)
     for _ in range(5):
@@ -131,7 +142,7 @@ def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs_complete:
     assert cm is not None
     embed = RunStatus.loads(cm["data"][C.CONFIG_STATUS_KEY]).stage_state(Stage.EMBED)  # type: ignore[union-attr]
     assert embed is not None
-    if outputs_complete:
+    if outputs == "complete":
         assert embed.phase is Phase.SUCCEEDED
         assert job_creates(h) == creates + 1  # the next stage (cluster-fit), once; embed never again
     else:

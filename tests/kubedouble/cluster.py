@@ -10,11 +10,13 @@ Status shapes follow what those components write (Job conditions ``SuccessCriter
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import uuid
 from typing import Any
 
+from . import events as recorder
 from .apierrors import StatusError
-from .operator import failed_create_event, refused, with_init_container
+from .operator import refused, with_init_container
 from .resources import EVENTS, JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
 from .store import Obj, Store, now_rfc3339
 
@@ -164,6 +166,37 @@ class Cluster:
         )
         return items
 
+    # --- what the scheduler, the autoscaler and the creating controllers say ---
+    def refuse(self, rt: ResourceType, namespace: str, name: str, message: str,
+               at: dt.datetime | None = None) -> Obj:
+        """The creating controller's retry of a pod create, refused again (``message``: the API's
+        error, e.g. a ResourceQuota's 403 text)."""
+        return recorder.refusal(self.store, self.store.get(rt, namespace, name), message, at)
+
+    def unschedulable(self, namespace: str, pod: str, message: str, at: dt.datetime) -> Obj:
+        """The scheduler cannot place ``pod``: PodScheduled=False/Unschedulable since ``at``, and its
+        FailedScheduling Event (events.k8s.io/v1-shaped; kubernetes pkg/scheduler/schedule_one.go)."""
+        obj = self.store.get(PODS, namespace, pod)
+        stamp = recorder.rfc3339(at)
+        obj["status"] = {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": None, "lastTransitionTime": stamp}]}
+        obj = self.store.replace(PODS, namespace, pod, obj, status=True)
+        recorder.record_series(self.store, obj, type_="Warning", reason="FailedScheduling", message=message,
+                               component=recorder.SCHEDULER, first=at, last=at, count=1)
+        return obj
+
+    def autoscaler(self, namespace: str, pod: str, *, scale_up: bool, at: dt.datetime) -> Obj:
+        """cluster-autoscaler's verdict on a pending pod: TriggeredScaleUp or NotTriggerScaleUp."""
+        obj = self.store.get(PODS, namespace, pod)
+        if scale_up:
+            reason, message = "TriggeredScaleUp", "pod triggered scale-up: [{gpu-pool 0->2 (max: 4)}]"
+        else:
+            reason, message = ("NotTriggerScaleUp",
+                               "pod didn't trigger scale-up: 1 max node group size reached")
+        return recorder.record(self.store, obj, type_="Normal", reason=reason, message=message,
+                               component=recorder.CLUSTER_AUTOSCALER, at=at)
+
     # --- batch/v1 Jobs (the job controller's part) ---
     def job(self, namespace: str, name: str) -> Obj:
         """The Job as stored."""
@@ -196,7 +229,7 @@ class Cluster:
         except StatusError as err:
             if not refused(err):
                 raise
-            self.store.create(EVENTS, namespace, failed_create_event(owner, err.message))
+            recorder.refusal(self.store, owner, err.message)
             return None
 
     def progress_job(self, namespace: str, name: str, succeeded: list[int]) -> Obj:

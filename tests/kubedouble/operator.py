@@ -3,19 +3,19 @@
 Operator v1.9 gives every Worker pod of a PyTorchJob with a Master an ``init-pytorch`` init container
 that waits for the master's DNS name (``alpine``, no securityContext, requests != limits), unless
 the operator is configured with another template (``--pytorch-init-container-template-file``).
-When admission refuses a pod, the creating controller records a ``FailedCreate`` Warning Event on
-its workload and retries later; the workload itself stays as it was.
+When admission refuses a pod, the creating controller records a Warning Event on its workload
+(``FailedCreate`` from the Job controller, ``FailedCreatePod`` from the operator: see ``events.py``)
+and retries later; the workload itself stays as it was.
 """
 
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any
 
 import yaml
 
-from .store import Obj, now_rfc3339
+from .store import Obj
 
 INIT_CONTAINER_NAME = "init-pytorch"
 MAX_TRIES = 100
@@ -49,24 +49,6 @@ def with_init_container(spec: Obj, template: str | None, master_addr: str) -> Ob
     init = render_template(template, master_addr) if template is not None else [v19_init_container(master_addr)]
     out["initContainers"] = [*init, *(out.get("initContainers") or [])]
     return out
-
-
-def failed_create_event(owner: Obj, message: str) -> Obj:
-    """The Warning Event a controller records when the API refuses a pod it creates."""
-    meta = owner["metadata"]
-    now = now_rfc3339()
-    return {
-        "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
-                           "namespace": meta["namespace"], "uid": meta["uid"]},
-        "reason": "FailedCreate",
-        "message": f"Error creating: {message}",
-        "type": "Warning",
-        "source": {"component": "job-controller" if owner["kind"] == "Job" else "pytorchjob-controller"},
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
 
 
 def refused(err: Any) -> bool:
