@@ -29,6 +29,13 @@ class RunEvent:
 
     reason: EventReason
     message: str
+    stage: Stage | None = None  # None: about the whole run
+
+    @property
+    def key(self) -> str:
+        """What makes this Event unique within one submission of a run: each stage starts, succeeds
+        or fails once, the run ends once (the message may differ between passes: "stuck for 959s")."""
+        return f"{self.reason.value}/{self.stage.value if self.stage else ''}"
 
     @property
     def type(self) -> str:
@@ -93,12 +100,12 @@ def _stage_event(before: Phase, state: StageState) -> list[RunEvent]:
     name = state.stage.value
     events = []
     if before is Phase.PENDING and state.object is not None:
-        events.append(RunEvent(EventReason.STAGE_STARTED, f"stage {name} started{where}"))
+        events.append(RunEvent(EventReason.STAGE_STARTED, f"stage {name} started{where}", state.stage))
     if state.phase is Phase.SUCCEEDED:
         done = f" {_progress(state)}" if state.total else ""
-        events.append(RunEvent(EventReason.STAGE_SUCCEEDED, f"stage {name} succeeded{done}{where}"))
+        events.append(RunEvent(EventReason.STAGE_SUCCEEDED, f"stage {name} succeeded{done}{where}", state.stage))
     elif state.phase is Phase.FAILED:
-        events.append(RunEvent(EventReason.STAGE_FAILED, f"stage {name} failed{where}: {state.reason}"))
+        events.append(RunEvent(EventReason.STAGE_FAILED, f"stage {name} failed{where}: {state.reason}", state.stage))
     return events
 
 

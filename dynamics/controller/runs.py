@@ -235,17 +235,19 @@ def with_owner(obj: Obj, config_map: Obj) -> Obj:
 def event_object(config_map: Obj, event: RunEvent, *, namespace: str, now: dt.datetime, instance: str) -> Obj:
     """A core/v1 Event about the run ConfigMap (what ``kubectl describe configmap RUN`` lists).
 
-    Named like client-go's event recorder names them, ``<object>.<hex nanoseconds>``, so that the
-    names sort in time order (timestamps have only one-second resolution)."""
+    Named ``<configmap>.<16 hex>`` like client-go's recorder names Events, but the hex is a digest of
+    the ConfigMap's uid and the transition (:attr:`RunEvent.key`), not the time: a controller
+    restarted between sending an Event and recording the status that includes it sends the same
+    name again, and the API server's 409 AlreadyExists keeps it from being recorded twice."""
     meta = config_map["metadata"]
     run = (meta.get("labels") or {}).get(C.LABEL_RUN, meta["name"])
-    nanos = int(now.timestamp()) * 10**9 + now.microsecond * 1000
+    digest = hashlib.sha256(f"{meta['uid']}/{event.key}".encode()).hexdigest()[:16]
     timestamp = now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            "name": f"{meta['name']}.{nanos:x}",
+            "name": f"{meta['name']}.{digest}",
             "namespace": namespace,
             "labels": {C.LABEL_NAME: C.APP_NAME, C.LABEL_COMPONENT: C.COMPONENT_CONTROLLER, C.LABEL_RUN: run},
         },

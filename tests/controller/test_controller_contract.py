@@ -208,3 +208,27 @@ def test_a_spec_changed_under_a_running_run_is_refused(h: Harness) -> None:
     assert controller.step().outcome is Outcome.FAILED
     status = recorded(kube)
     assert status.phase is Phase.FAILED and "spec changed after submission" in (status.reason or "")
+
+
+def test_a_restart_between_event_and_status_sends_no_event_twice(
+        h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20 item 4: the controller dies after sending StageStarted but before recording the status
+    that includes it; the restarted controller sends it again under the same name and the API's 409
+    keeps one. (Before: Events were named by time, so the restart recorded a second StageStarted.)"""
+    from dynamics.controller import run as run_module
+
+    submitted(h)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()  # creates the embed Job
+    h.double.cluster.start_job(NS, EMBED_JOB)
+
+    def killed(*_args: object, **_kwargs: object) -> bool:
+        raise RuntimeError("killed before the status was written")
+
+    monkeypatch.setattr(run_module, "write_status", killed)
+    with pytest.raises(RuntimeError):
+        Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    monkeypatch.undo()
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    reasons = [e["reason"] for e in h.double.cluster.events(NS, RUN)]
+    assert reasons.count("StageStarted") == 1
+    assert recorded(h.kube()).stage_state(Stage.EMBED).phase is Phase.RUNNING  # type: ignore[union-attr]
