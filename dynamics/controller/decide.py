@@ -35,6 +35,7 @@ from dynamics.controller.state import (
     workload_state,
 )
 from dynamics.render import render_stage, stages_of
+from dynamics.spec.kube import OnFailure
 from dynamics.spec.model import RunSpec
 
 ObjectKey = tuple[str, str]  # (kind, name)
@@ -94,6 +95,21 @@ class WriteStatus:
 
 
 @dataclass(frozen=True)
+class Release:
+    """Delete a failed run's stage workload that still runs or waits (``kubernetes.onFailure: stop``),
+    so that its pods give back their GPUs and queue quota."""
+
+    stage: Stage
+    kind: str
+    name: str
+
+    @property
+    def ref(self) -> str:
+        """``pytorchjob/demo-train``."""
+        return f"{self.kind.lower()}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Finish:
     """The run ended: the controller exits."""
 
@@ -101,7 +117,7 @@ class Finish:
     reason: str | None = None
 
 
-Action = CreateObject | WriteStatus | Finish
+Action = CreateObject | Release | WriteStatus | Finish
 
 
 def _workload(objects: list[Obj]) -> Obj | None:
@@ -229,12 +245,44 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
                   f"{str(observed.spec_sha256)[:12]}): a run's spec cannot change while it runs; submit the "
                   "change as a new run (or dynamics-submit --replace)")
         status = replace(status, phase=Phase.FAILED, reason=reason)
-        return [WriteStatus(status), Finish(status.phase, status.reason)]
+    if status.phase is Phase.FAILED:
+        return failed_actions(spec, observed, status)
     if status.phase.terminal:
         return [WriteStatus(status), Finish(status.phase, status.reason)]
     assert status.stage is not None
     missing = [o for o in render_stage(spec, status.stage) if key_of(o) not in observed.objects]
     return [*(CreateObject(status.stage, o) for o in missing), WriteStatus(status)]
+
+
+def releasable(spec: RunSpec, observed: Observed) -> list[Release]:
+    """The run's live stage workloads that still hold or wait for resources: running ones, and a
+    failed PyTorchJob with active replicas (its ``cleanPodPolicy: None`` leaves them running)."""
+    out = []
+    for stage in stages_of(spec):
+        workload = _workload(render_stage(spec, stage))
+        live = observed.objects.get(key_of(workload)) if workload is not None else None
+        if live is None:
+            continue
+        state = workload_state(stage, live)
+        if state.phase is Phase.RUNNING or (state.phase is Phase.FAILED and state.active > 0):
+            out.append(Release(stage, live["kind"], live["metadata"]["name"]))
+    return out
+
+
+def failed_actions(spec: RunSpec, observed: Observed, status: RunStatus) -> list[Action]:
+    """A failed run: release what still runs (unless ``kubernetes.onFailure: keep``), saying so in the
+    reason, then record the status and finish. Releasing comes first: a controller killed in between
+    finds the run not yet failed and decides again."""
+    release = releasable(spec, observed) if spec.kubernetes.on_failure is OnFailure.STOP else []
+    if release:
+        refs = ", ".join(r.ref for r in release)
+        status = replace(status, reason=f"{status.reason}; stopped {refs} to release its resources "
+                         "(kubernetes.onFailure: keep leaves them running for debugging)")
+    elif spec.kubernetes.on_failure is OnFailure.KEEP and releasable(spec, observed):
+        refs = ", ".join(r.ref for r in releasable(spec, observed))
+        status = replace(status, reason=f"{status.reason}; {refs} kept running (kubernetes.onFailure: keep): "
+                         "`dynamics cancel` releases its resources")
+    return [*release, WriteStatus(status), Finish(status.phase, status.reason)]
 
 
 def rejected(status: RunStatus, stage: Stage, reason: str) -> RunStatus:

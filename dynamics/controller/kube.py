@@ -28,6 +28,7 @@ from dynamics.controller.resources import (
     JOBS,
     POD_LOGS,
     PODS,
+    PYTORCHJOBS,
     RUN_RESOURCES,
     Propagation,
     Resource,
@@ -56,6 +57,9 @@ CONTROLLER_PERMISSIONS: tuple[Permission, ...] = (
     _perm(Verb.GET, CONFIG_MAPS),
     _perm(Verb.PATCH, CONFIG_MAPS),
     *(_perm(verb, res) for res in RUN_RESOURCES for verb in (Verb.LIST, Verb.CREATE)),
+    # A failed run's running workloads are deleted (kubernetes.onFailure: stop).
+    _perm(Verb.DELETE, JOBS),
+    _perm(Verb.DELETE, PYTORCHJOBS),
     _perm(Verb.LIST, PODS),
     _perm(Verb.GET, POD_LOGS),
     _perm(Verb.CREATE, EVENTS),

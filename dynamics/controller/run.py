@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dynamics.constants import Stage
-from dynamics.controller.decide import Action, CreateObject, Finish, WriteStatus, next_actions, rejected
+from dynamics.controller.decide import Action, CreateObject, Finish, Release, WriteStatus, next_actions, rejected
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
+from dynamics.controller.resources import BY_KIND, Propagation
 from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError, StorageError
@@ -145,6 +146,11 @@ class Controller:
     def _apply(self, record: RunRecord, action: Action) -> bool:
         if isinstance(action, CreateObject):
             return self._create(record, action)
+        if isinstance(action, Release):
+            gone = not self.kube.delete(BY_KIND[action.kind], action.name, Propagation.BACKGROUND)
+            log.info("run %s: stage %s: %s %s to release its resources", self.run, action.stage.value,
+                     "already gone:" if gone else "deleted", action.ref)
+            return True
         if isinstance(action, WriteStatus):
             for line in describe_changes(self._last, action.status):
                 log.info("run %s: %s", self.run, line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -30,6 +31,13 @@ class EnvVar(Model):
 
 
 MIN_TTL_SECONDS = 300
+
+
+class OnFailure(StrEnum):
+    """What the controller does with a failed run's workloads that still run or wait for resources."""
+
+    STOP = "stop"  # delete them: a failed run gives back its GPUs and queue quota
+    KEEP = "keep"  # leave them for debugging (someone must `dynamics cancel` the run)
 
 
 class Placement(Model):
@@ -88,6 +96,10 @@ class Kubernetes(Model):
     stuck_after_seconds: int = Field(
         900, ge=60, description="A stage whose pods cannot start this long (image pull, missing Secret, "
         "unschedulable, refused by admission) fails with the pod's waiting reason and last event.")
+    on_failure: OnFailure = Field(
+        OnFailure.STOP, description="When the run fails, 'stop' deletes its stage workloads that still run "
+        "or wait (a failing trainer keeps no GPUs, pending pods no Kueue quota); 'keep' leaves them for "
+        "debugging. The failure reason, the failing pod's last log lines and the Events are kept either way.")
     backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
     run_as_user: int = Field(1000, ge=1, description="Non-root UID (and GID) of every container (the "
                              "images' user is 1000).")

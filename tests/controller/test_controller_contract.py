@@ -232,3 +232,56 @@ def test_a_restart_between_event_and_status_sends_no_event_twice(
     reasons = [e["reason"] for e in h.double.cluster.events(NS, RUN)]
     assert reasons.count("StageStarted") == 1
     assert recorded(h.kube()).stage_state(Stage.EMBED).phase is Phase.RUNNING  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("on_failure", ["stop", "keep"])
+def test_a_failed_run_releases_its_running_trainer(
+        h: Harness, monkeypatch: pytest.MonkeyPatch, on_failure: str) -> None:
+    """Issue 20 item 6: the trainer's workers are refused for longer than the deadline while the
+    master holds its GPUs; the run fails and (onFailure: stop) the PyTorchJob is deleted, saying so.
+    (Before: nothing was stopped: the master kept its 4 GPUs until someone cancelled.)"""
+    import datetime as dt
+
+    from dynamics.controller import runs
+    from dynamics.controller.resources import PYTORCHJOBS
+
+    spec = make_spec(kubernetes={"onFailure": on_failure})
+    kube = submitted(h, spec)
+    for stage in stages_of(spec)[:4]:
+        Controller(h.kube(), RUN, poll=FAST_POLL).step()
+        h.play_stage(spec, stage)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()  # creates the PyTorchJob
+    train = f"{RUN}-train"
+    assert kube.get(PYTORCHJOBS, train) is not None
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=spec.kubernetes.stuck_after_seconds + 60)
+    from kubedouble.resources import PYTORCHJOBS as DOUBLE_PYTORCHJOBS
+
+    for at in (dt.datetime.now(dt.UTC), later - dt.timedelta(seconds=20)):
+        h.double.cluster.refuse(DOUBLE_PYTORCHJOBS, NS, train, 'pods "demo-train-worker-0" is forbidden: exceeded '
+                                "quota: gpu, requested: requests.nvidia.com/gpu=4, used: requests.nvidia.com/gpu=4, "
+                                "limited: requests.nvidia.com/gpu=4", at=at)
+    monkeypatch.setattr(runs, "now_utc", lambda: later)
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
+    reason = recorded(kube).reason or ""
+    assert "FailedCreatePod" in reason
+    if on_failure == "stop":
+        assert kube.get(PYTORCHJOBS, train) is None
+        assert f"stopped pytorchjob/{train} to release its resources" in reason
+    else:
+        assert kube.get(PYTORCHJOBS, train) is not None
+        assert "kept running (kubernetes.onFailure: keep)" in reason
+
+
+def test_a_spec_change_mid_run_stops_the_running_stage(h: Harness) -> None:
+    """Issue 20 item 6: the spec-changed failure releases the running embed Job too."""
+    kube = submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    controller.step()
+    h.double.cluster.start_job(NS, EMBED_JOB)
+    controller.step()
+    cm = kube.get(CONFIG_MAPS, RUN)
+    assert cm is not None
+    kube.patch(CONFIG_MAPS, RUN, {"data": {C.CONFIG_SPEC_KEY: cm["data"][C.CONFIG_SPEC_KEY].replace("k: 100", "k: 7")}})
+    assert controller.step().outcome is Outcome.FAILED
+    assert kube.get(JOBS, EMBED_JOB) is None
+    assert f"stopped job/{EMBED_JOB}" in (recorded(kube).reason or "")

@@ -281,10 +281,11 @@ def test_events_for_stage_transitions() -> None:
     running = next_actions(SPEC, Observed.of([live(workload(Stage.EMBED), {"active": 2})]))[-1].status
     embed_done = next_actions(SPEC, Observed.of(done_until(Stage.CLUSTER_FIT)))[-1].status
     assert run_events(None, first) == []
-    assert run_events(first, running) == [RunEvent(EventReason.STAGE_STARTED, "stage embed started (job/demo-embed)")]
+    assert run_events(first, running) == [RunEvent(EventReason.STAGE_STARTED, "stage embed started (job/demo-embed)",
+                                                          Stage.EMBED)]
     assert run_events(running, running) == []
     assert run_events(running, embed_done) == [
-        RunEvent(EventReason.STAGE_SUCCEEDED, "stage embed succeeded 2/2 (job/demo-embed)")
+        RunEvent(EventReason.STAGE_SUCCEEDED, "stage embed succeeded 2/2 (job/demo-embed)", Stage.EMBED)
     ]
     # a stage seen only once it had ended gets both of its Events
     assert [e.reason for e in run_events(first, embed_done)] == [EventReason.STAGE_STARTED, EventReason.STAGE_SUCCEEDED]

@@ -422,11 +422,19 @@ class Cluster:
             final,
         ]
         status["completionTime"] = now_rfc3339()
+        counts: dict[str, dict[str, int]] = {}
         for pod in self.pods(namespace, **{KF_JOB_NAME: name}):
             if succeeded:
                 self._end_pod(namespace, pod["metadata"]["name"], "Succeeded")
             else:
                 self._end_pod(namespace, pod["metadata"]["name"], "Failed", exit_code=exit_code, reason=reason)
+            rtype = pod["metadata"]["labels"][KF_REPLICA_TYPE].capitalize()
+            bucket = counts.setdefault(rtype, {})
+            outcome = "succeeded" if succeeded else "failed"
+            bucket[outcome] = bucket.get(outcome, 0) + 1
+        # The operator recounts replicaStatuses from the pods on every sync (training-operator v1.9
+        # pkg/controller.v1/common/job.go updateStatusSingle / status.go: active, succeeded, failed).
+        status["replicaStatuses"] = {rtype: {"active": 0, **c} for rtype, c in counts.items()}
         return self._write_status(PYTORCHJOBS, namespace, name, status)
 
     def _write_status(self, rt: ResourceType, namespace: str, name: str, status: dict[str, Any]) -> Obj:
