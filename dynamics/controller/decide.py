@@ -291,6 +291,15 @@ def rejected(status: RunStatus, stage: Stage, reason: str) -> RunStatus:
     return replace(run_status(states), spec_sha256=status.spec_sha256)
 
 
+def refused_status(recorded: RunStatus | None, reason: str) -> RunStatus:
+    """The run failed because the API refuses a call the controller needs (not a stage's fault):
+    the current stage, if any, fails with ``reason``."""
+    if recorded is None or recorded.stage is None or recorded.stage_state(recorded.stage) is None:
+        return RunStatus(Phase.FAILED, recorded.stage if recorded else None, reason,
+                         recorded.stages if recorded else (), recorded.spec_sha256 if recorded else None)
+    return rejected(recorded, recorded.stage, reason)
+
+
 def needs_pytorchjob(spec: RunSpec) -> bool:
     """Whether any stage of this run creates a PyTorchJob (so the CRD must be served)."""
     return any(o["kind"] == KIND_PYTORCHJOB for s in stages_of(spec) for o in render_stage(spec, s))

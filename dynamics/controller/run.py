@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from dynamics.constants import Stage
-from dynamics.controller.decide import Action, CreateObject, Finish, Release, WriteStatus, next_actions, rejected
+from dynamics.controller.decide import (
+    Action,
+    CreateObject,
+    Finish,
+    Release,
+    WriteStatus,
+    next_actions,
+    refused_status,
+    rejected,
+)
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
 from dynamics.controller.resources import BY_KIND, Propagation
@@ -40,8 +49,12 @@ log = logging.getLogger("dynamics.controller")
 # code 2 (retrying cannot help), so `kubectl get jobs` shows the failure too.
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 2
-# Errors that retrying cannot fix: bad credentials, missing RBAC, an object the API server rejects.
-FATAL_STATUSES = (400, 401, 403, 422)
+# Errors that retrying cannot fix: missing RBAC, an object the API server rejects.
+FATAL_STATUSES = (400, 403, 422)
+# 401 is retried for a while: a projected ServiceAccount token is rotated on disk (the client reloads
+# it) and a token just revoked by a re-created ServiceAccount is replaced within a minute or two.
+UNAUTHORIZED = 401
+MAX_UNAUTHORIZED_PASSES = 10
 # After the run ended, queued Events (RunSucceeded, RunFailed) get this many more passes to be sent.
 MAX_FINAL_EVENT_TRIES = 5
 
@@ -115,6 +128,7 @@ class Controller:
         self._spec_checked = False
         self._events_forbidden = False
         self._pending_events: list[Obj] = []  # Events the API did not take yet: retried every pass
+        self._unauthorized = 0  # consecutive passes answered 401
 
     def step(self) -> StepResult:
         """One pass: observe, decide, act."""
@@ -250,16 +264,39 @@ class Controller:
         return outcome.exit_code
 
     def _guarded_step(self) -> tuple[Outcome | None, bool]:
-        """One pass; API rejections end the run (exit 2), unreachable servers and 5xx are retried."""
+        """One pass; API rejections end the run (exit 2) and are recorded in its status when the API
+        still lets us; 401 (a rotating token), unreachable servers and 5xx are retried."""
         try:
             result = self.step()
         except KubeApiError as err:
-            if err.status in FATAL_STATUSES:
-                log.error("run %s: %s%s", self.run, err.message, f" (fix: {err.hint})" if err.hint else "")
+            if err.status == UNAUTHORIZED and self._unauthorized + 1 < MAX_UNAUTHORIZED_PASSES:
+                self._unauthorized += 1
+                log.warning("run %s: %s (retrying: service account tokens rotate)", self.run, err.message)
+                return None, False
+            if err.status in (*FATAL_STATUSES, UNAUTHORIZED):
+                fix = f" (fix: {err.hint})" if err.hint else ""
+                log.error("run %s: %s%s", self.run, err.message, fix)
+                self._record_refusal(f"{err.message.splitlines()[0]}{fix}")
                 return Outcome.REFUSED, False
             log.warning("run %s: %s (retrying)", self.run, err.message)
             return None, False
         except (KubeError, StorageError) as err:  # unreachable server or storage: it usually comes back
             log.warning("run %s: %s (retrying)", self.run, err.message)
             return None, False
+        self._unauthorized = 0
         return result.outcome, result.changed
+
+    def _record_refusal(self, reason: str) -> None:
+        """Record a run the API refused to let the controller drive as Failed, best effort (the
+        refused call may be the status patch itself)."""
+        try:
+            record = read_run(self.kube, self.run)
+            if record is None or (record.recorded is not None and record.recorded.phase.terminal):
+                return
+            status = refused_status(record.recorded, f"the controller cannot continue: {reason}")
+            for event in run_events(record.recorded, status):
+                self._emit(record, event)
+            write_status(self.kube, record, status)
+        except KubeError as err:
+            log.error("run %s: could not record the failure in the run's status: %s", self.run,
+                      err.message.splitlines()[0])

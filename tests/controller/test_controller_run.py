@@ -426,3 +426,40 @@ def test_missing_permission_is_fatal_but_unreachable_is_retried(h: Harness, capl
         r.getMessage() for r in caplog.records if r.name == "dynamics.controller" and r.levelno >= logging.WARNING
     ]
     assert warnings and all("cannot reach the Kubernetes API server" in w for w in warnings)
+
+
+def test_a_refused_read_is_recorded_as_the_runs_failure(h: Harness) -> None:
+    """Issue 20 item 5: a 403 on a call other than create (here: listing a running stage's pods)
+    ends the controller and the run's status says why. (Before: it exited and the status stayed Running.)"""
+    kube = submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    controller.step()
+    h.double.cluster.start_job(NS, f"{RUN}-embed")
+    controller.step()
+    assert recorded(kube).phase is Phase.RUNNING
+    h.double.allow([p for p in REQUIRED_PERMISSIONS if p != ("list", "", "pods")])
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).loop() == EXIT_FAILED
+    h.double.allow(None)
+    status = recorded(kube)
+    assert status.phase is Phase.FAILED and status.stage is Stage.EMBED
+    assert "the controller cannot continue: permission denied: cannot list pods" in (status.reason or "")
+    assert "fix: install the dynamics chart" in (status.reason or "")
+    assert [e["reason"] for e in h.double.cluster.events(NS, RUN)][-1] == "RunFailed"
+
+
+def test_a_401_is_retried_while_the_token_rotates(h: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 20 item 5: 401 is not permanent (projected tokens rotate); a lasting 401 still ends it."""
+    from dynamics.controller.run import MAX_UNAUTHORIZED_PASSES
+
+    submitted(h)
+    controller = Controller(h.kube(), RUN, poll=FAST_POLL)
+    h.double.policy.token = "rotated"  # the controller's credentials are refused for a while
+    for _ in range(3):
+        assert controller._guarded_step() == (None, False)
+    assert any("retrying: service account tokens rotate" in r.getMessage() for r in caplog.records)
+    h.double.policy.token = None  # the new token is in place
+    assert controller._guarded_step()[0] is None
+    assert recorded(h.kube()).phase is not Phase.FAILED
+    h.double.policy.token = "revoked"
+    outcomes = [controller._guarded_step()[0] for _ in range(MAX_UNAUTHORIZED_PASSES)]
+    assert outcomes[:-1] == [None] * (MAX_UNAUTHORIZED_PASSES - 1) and outcomes[-1] is Outcome.REFUSED
