@@ -65,6 +65,9 @@ class Observed:
     # Running stages whose pods cannot start, past the deadline: the reason (see controller.stuck).
     stuck: Mapping[Stage, str] = field(default_factory=dict)
     spec_sha256: str | None = None  # of the spec text in the run ConfigMap now
+    # Kinds the caller may not list (``dynamics status`` with the ``edit`` role): kind -> missing
+    # "verb resource". Their stages are Unknown, never taken for vanished.
+    forbidden: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -139,6 +142,8 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
     if unserved := _unserved(spec, stage, observed):
         return unserved
     live = observed.objects.get(key_of(workload))
+    if live is None and workload["kind"] in observed.forbidden:
+        return _unknown(stage, observed, observed.forbidden[workload["kind"]])
     if live is not None:
         state = with_pod_failures(workload_state(stage, live), observed.pod_failures.get(stage, ()))
         if state.phase is Phase.RUNNING and stage in observed.stuck:
@@ -150,6 +155,17 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
     if recorded is not None and recorded.object is not None:
         return _vanished(recorded, stage in observed.complete_outputs)
     return StageState(stage, Phase.PENDING)
+
+
+def _unknown(stage: Stage, observed: Observed, missing: str) -> StageState:
+    """A stage whose workload the caller may not read (``missing``: "list <resource>"): Unknown (a
+    terminal recorded state stands), naming the missing permission and what the controller recorded."""
+    recorded = observed.recorded.stage_state(stage) if observed.recorded else None
+    if recorded is not None and recorded.phase.terminal:
+        return recorded
+    last = f"; the controller last recorded it {recorded.phase.value}" if recorded is not None else ""
+    return replace(recorded or StageState(stage), phase=Phase.UNKNOWN,
+                   reason=f"unknown: you may not {missing} in this namespace{last}")
 
 
 def _vanished(recorded: StageState, outputs_complete: bool) -> StageState:
@@ -228,6 +244,8 @@ def run_status(states: list[StageState]) -> RunStatus:
     current = next((s for s in states if s.phase is not Phase.SUCCEEDED), None)
     if current is None:
         return RunStatus(Phase.SUCCEEDED, None, None, stages)
+    if current.phase is Phase.UNKNOWN:
+        return RunStatus(Phase.UNKNOWN, current.stage, f"stage {current.stage.value}: {current.reason}", stages)
     started = any(s.phase is not Phase.PENDING for s in states)
     return RunStatus(Phase.RUNNING if started else Phase.PENDING, current.stage, None, stages)
 

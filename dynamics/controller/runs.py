@@ -87,23 +87,41 @@ def require_run(kube: Kube, run: str) -> RunRecord:
     return record
 
 
-def list_run_objects(kube: Kube, run: str, *, skip_forbidden: bool = False) -> tuple[list[Obj], set[str]]:
-    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve.
+@dataclass(frozen=True)
+class RunObjects:
+    """A run's Jobs, PyTorchJobs and Services, with the kinds the API does not serve (no CRD) and
+    those the caller may not list (kind -> ``list <resource>``)."""
 
-    ``skip_forbidden`` (the CLI's views and cancel): kinds the user may not list are left out, so a
-    user with the built-in ``edit`` role (no pytorchjobs) can still see and cancel an indexed-job run."""
-    objects: list[Obj] = []
-    unserved: set[str] = set()
+    objects: list[Obj]
+    unserved: set[str]
+    forbidden: dict[str, str]
+
+
+def read_run_objects(kube: Kube, run: str, *, skip_forbidden: bool = False) -> RunObjects:
+    """Every Job, PyTorchJob and Service of the run.
+
+    ``skip_forbidden`` (the CLI's views and cancel): kinds the user may not list are left out and
+    named in ``forbidden``, so a user with the built-in ``edit`` role (no pytorchjobs) can still see
+    and cancel a run; the controller needs them all (a 403 raises)."""
+    found = RunObjects([], set(), {})
     for res in RUN_RESOURCES:
         try:
-            objects += kube.list(res, run_selector(run))
+            found.objects.extend(kube.list(res, run_selector(run)))
         except KubeApiError as err:
             if skip_forbidden and err.status == 403:
+                found.forbidden[res.kind] = f"list {res.display}"
                 continue
             if err.status != 404:  # 404 on a collection: the resource type (a CRD) is not installed
                 raise
-            unserved.add(res.kind)
-    return objects, unserved
+            found.unserved.add(res.kind)
+    return found
+
+
+def list_run_objects(kube: Kube, run: str, *, skip_forbidden: bool = False) -> tuple[list[Obj], set[str]]:
+    """Every Job, PyTorchJob and Service of the run, and the kinds the API does not serve
+    (see :func:`read_run_objects`)."""
+    found = read_run_objects(kube, run, skip_forbidden=skip_forbidden)
+    return found.objects, found.unserved
 
 
 def _first_line(err: KubeError) -> str:
@@ -202,11 +220,12 @@ def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
 
     ``view`` (``dynamics status``): only what a user with the ``edit`` role may read, no storage
     access and no stuck-stage verdicts (the controller records those)."""
-    objects, unserved = list_run_objects(kube, record.name, skip_forbidden=view)
-    mine = [o for o in objects if owned_by(o, record.config_map)]
+    found = read_run_objects(kube, record.name, skip_forbidden=view)
+    mine = [o for o in found.objects if owned_by(o, record.config_map)]
     text = (record.config_map.get("data") or {}).get(C.CONFIG_SPEC_KEY, "")
-    observed = dataclasses.replace(Observed.of(mine, record.recorded, unserved),
-                                   spec_sha256=hashlib.sha256(text.encode()).hexdigest())
+    observed = dataclasses.replace(Observed.of(mine, record.recorded, found.unserved),
+                                   spec_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                                   forbidden=found.forbidden)
     if view:
         return observed
     vanished = vanished_stages(record.spec, observed)

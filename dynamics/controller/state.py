@@ -42,6 +42,7 @@ class Phase(StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    UNKNOWN = "Unknown"  # the caller may not read the stage's workload (``dynamics status`` only)
 
     @property
     def terminal(self) -> bool:

@@ -285,3 +285,28 @@ def test_a_spec_change_mid_run_stops_the_running_stage(h: Harness) -> None:
     assert controller.step().outcome is Outcome.FAILED
     assert kube.get(JOBS, EMBED_JOB) is None
     assert f"stopped job/{EMBED_JOB}" in (recorded(kube).reason or "")
+
+
+def test_edit_role_user_sees_a_running_trainer_as_unknown_not_failed(h: Harness) -> None:
+    """Issue 20 item 7: the built-in `edit` role may not list pytorchjobs (an unaggregated CRD); the
+    recorded Running train stage must not look vanished. (Before: `dynamics status` said Failed.)"""
+    from dynamics.controller.status import show_status
+
+    kube = submitted(h)
+    for stage in stages_of(SPEC)[:4]:
+        Controller(h.kube(), RUN, poll=FAST_POLL).step()
+        h.play_stage(SPEC, stage)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    h.start_stage(SPEC, Stage.TRAIN)
+    Controller(h.kube(), RUN, poll=FAST_POLL).step()
+    assert recorded(kube).stage_state(Stage.TRAIN).phase is Phase.RUNNING  # type: ignore[union-attr]
+    edit = {(verb, "", res) for verb in ("get", "list", "create", "delete", "patch")
+            for res in ("configmaps", "pods", "pods/log", "services", "events")}
+    h.double.allow(edit | {(verb, "batch", "jobs") for verb in ("get", "list", "delete")})
+    out = io.StringIO()
+    assert show_status(h.kube(), RUN, out) == 0
+    text = out.getvalue()
+    assert f"run {RUN} in namespace {NS}: Unknown (stage train)" in text
+    assert "Failed" not in text
+    assert "unknown: you may not list pytorchjobs.kubeflow.org in this namespace; the controller last " \
+           "recorded it Running" in text
