@@ -108,6 +108,7 @@ def test_restricted_namespace_refuses_host_network_pods(double: tuple[KubeDouble
     assert len(events) == spec.train.nodes
     event = events[0]
     assert event["reason"] == "FailedCreate" and event["type"] == "Warning"
+    assert event["source"]["component"] == "job-controller" and event["count"] == 1
     assert 'violates PodSecurity "restricted:latest": host namespaces (hostNetwork=true)' in event["message"]
 
 
@@ -122,7 +123,8 @@ def test_operator_init_container_is_refused_in_restricted_namespace(double: tupl
     pods = d.cluster.start_pytorchjob(NS, name)
     assert [p["metadata"]["name"] for p in pods] == [f"{name}-master-0"]  # the master has no init container
     [event] = d.cluster.events(NS, name)
-    assert event["reason"] == "FailedCreate"
+    # The operator's own reason and component (training-operator v1.9 pod_control.go), not the Job controller's.
+    assert (event["reason"], event["source"]["component"]) == ("FailedCreatePod", "pytorchjob-controller")
     assert 'container "init-pytorch" must set securityContext.allowPrivilegeEscalation=false' in event["message"]
     # With the documented restricted template for the operator, every pod is admitted.
     d.cluster.pytorch_init_container = restricted_init_template()
