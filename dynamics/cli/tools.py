@@ -90,47 +90,37 @@ def _model_params(spec: RunSpec) -> list[int]:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from dynamics.estimate import Rates, estimate, format_estimate
+    from dynamics.estimate import RATE_SOURCES, Rates, estimate, format_estimate
 
     spec = load_spec(args.spec)
-    rates = Rates(gpu_samples_per_s=args.samples_per_gpu, rate_resolution=args.rate_resolution,
-                  loader_samples_per_core_s=args.loader_rate, bytes_per_sample=args.bytes_per_sample,
-                  embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops,
-                  reduced_bytes_per_sample=args.reduced_bytes_per_sample,
-                  reduced_loader_speedup=args.reduced_loader_speedup,
-                  device_decode_speedup=args.device_decode_speedup)
+    rates = Rates(**{name: getattr(args, name) for name in RATE_SOURCES})
     params = [args.params] * len(spec.train.phases) if args.params else _model_params(spec)
     print(format_estimate(spec, estimate(spec, rates, params), rates))
     return 0
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
-    from dynamics.estimate import Rates
+    from dynamics.estimate import RATE_SOURCES, Rates
 
     d = Rates()
     p = sub.add_parser("estimate", help="print what a run will cost (steps, GPU-hours, loader cores, S3 bytes)",
                        description="Estimate a run's cost on the spec's hardware from stated rates.")
     p.add_argument("spec", help="run spec YAML")
-    p.add_argument("--samples-per-gpu", type=float, default=d.gpu_samples_per_s,
-                   help=f"training samples/s per GPU at --rate-resolution (default {d.gpu_samples_per_s:g}: the "
-                   "reference recipe, ViT-B/16 bf16 on one H100)")
-    p.add_argument("--rate-resolution", type=int, default=d.rate_resolution,
-                   help=f"resolution the rate was measured at; other phases scale by (r0/r)^2 (default "
-                   f"{d.rate_resolution})")
-    p.add_argument("--loader-rate", type=float, default=d.loader_samples_per_core_s,
-                   help=f"samples/s one loader core delivers (default {d.loader_samples_per_core_s:g})")
-    p.add_argument("--bytes-per-sample", type=float, default=d.bytes_per_sample,
-                   help=f"average shard bytes per sample (default {d.bytes_per_sample:g})")
-    p.add_argument("--embed-rate", type=float, default=d.embed_images_per_gpu_s,
-                   help=f"embed images/s per GPU (default {d.embed_images_per_gpu_s:g}, an assumption)")
-    p.add_argument("--gemm-tflops", type=float, default=d.gemm_tflops,
-                   help=f"float32 GEMM TFLOPS for k-means/assignment (default {d.gemm_tflops:g})")
-    p.add_argument("--reduced-bytes-per-sample", type=float, default=d.reduced_bytes_per_sample,
-                   help=f"bytes per sample of the reduced shard copies (default {d.reduced_bytes_per_sample:g})")
-    p.add_argument("--reduced-loader-speedup", type=float, default=d.reduced_loader_speedup,
-                   help=f"loader rate factor on reduced copies (default {d.reduced_loader_speedup:g})")
-    p.add_argument("--device-decode-speedup", type=float, default=d.device_decode_speedup,
-                   help=f"loader rate factor with train.decode: device (default {d.device_decode_speedup:g})")
+    helps = {"gpu_samples_per_s": "training samples/s per GPU at --rate-resolution",
+             "rate_resolution": "resolution the rate was measured at",
+             "image_share": "share of a sample's GPU time spent in the image tower at --rate-resolution; only "
+             "it grows with resolution, with the patch count (r/patch)^2",
+             "loader_samples_per_core_s": "samples/s one loader core delivers",
+             "bytes_per_sample": "average shard bytes per sample",
+             "embed_images_per_gpu_s": "embed images/s per GPU",
+             "gemm_tflops": "float32 GEMM TFLOPS for k-means/assignment",
+             "reduced_bytes_per_sample": "bytes per sample of the reduced shard copies",
+             "reduced_loader_speedup": "loader rate factor on reduced copies",
+             "device_decode_speedup": "loader rate factor with train.decode: device"}
+    for name, (flag, source) in RATE_SOURCES.items():
+        default = getattr(d, name)
+        p.add_argument(flag, dest=name, type=type(default), default=default, metavar="N",
+                       help=f"{helps[name]} (default {default:,.4g}: {source})")
     p.add_argument("--params", type=int, default=None,
                    help="model parameter count (default: counted from the spec's open_clip model)")
     p.set_defaults(func=_estimate)
