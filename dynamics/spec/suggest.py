@@ -1,4 +1,4 @@
-""""Did you mean": the closest field names for a misspelt spec field. Pure."""
+""""Did you mean": the closest names for a misspelt spec field or value, and the field an error points at. Pure."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from dynamics.spec.model import RunSpec
 
@@ -38,7 +39,33 @@ def field_names_at(loc: tuple[Any, ...]) -> list[str]:
     return sorted(_aliases(model)) if model is not None else []
 
 
+def close_matches(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``word``, ignoring case (``vit-b-16`` -> ``ViT-B-16`` first), best first."""
+    by_lower: dict[str, str] = {}
+    for c in candidates:
+        by_lower.setdefault(c.lower(), c)
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
+    return [by_lower[c] for c in close]
+
+
 def did_you_mean(loc: tuple[Any, ...]) -> str | None:
     """``"did you mean 'alpha'?"`` for an unknown field at ``loc``, when a known one is close."""
-    close = difflib.get_close_matches(str(loc[-1]), field_names_at(loc), n=2, cutoff=0.6)
+    close = close_matches(str(loc[-1]), field_names_at(loc), n=2)
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else None
+
+
+def field_at(loc: tuple[Any, ...]) -> FieldInfo | None:
+    """The spec field a pydantic error location points at (``('sample', 'budget')``); None when unknown."""
+    model: type[BaseModel] | None = RunSpec
+    found: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return None
+        fields = {(f.alias or name): f for name, f in model.model_fields.items()}
+        found = fields.get(str(part))
+        if found is None:
+            return None
+        model = _model_in(found.annotation)
+    return found
