@@ -29,11 +29,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dynamics.spec.model import RunSpec
-from dynamics.spec.reduced import short_side
-from dynamics.spec.types import EmbedBackend
-from dynamics.stages.train.plan import plan_phases
+if TYPE_CHECKING:  # the spec's models load when estimating, not for `dynamics estimate --help`
+    from dynamics.spec.model import RunSpec
 
 # The reference recipe (examples/datacomp-dfn-vitb16.yaml, the method's published setup): ViT-B/16 trained on
 # 1.28B samples at 112 px then 128M at 224 px in 163 GPU-hours on H100s, at 2,600 samples/s/GPU at 112 px.
@@ -154,6 +153,8 @@ class Estimate:
 
 def embed_dim(spec: RunSpec) -> int | None:
     """Stored embedding width for the spec's embed backend, where it is known without loading it."""
+    from dynamics.spec.types import EmbedBackend
+
     e = spec.embed
     if e.backend is EmbedBackend.PIXELS:
         return 3 * e.pixels_size**2
@@ -169,6 +170,9 @@ def phase_checkpoints(steps: int, every: int) -> int:
 
 def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -> Estimate:
     """Cost of ``spec``; ``params``: parameter count per phase (the model at that phase's resolution)."""
+    from dynamics.spec.reduced import short_side
+    from dynamics.stages.train.plan import plan_phases
+
     world = spec.train.nodes * spec.train.procs
     gpus = spec.train.nodes * spec.train.gpus_per_node
     n = spec.data.approx_samples

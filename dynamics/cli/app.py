@@ -16,16 +16,10 @@ from dynamics import __version__
 from dynamics.cli import runs as controller_cli
 from dynamics.cli import tools as tools_cli
 from dynamics.errors import DynamicsError
+from dynamics.stages.commands import STAGE_COMMANDS, stage_parser
 
 # `dynamics stage NAME ...` -> module with `main(argv) -> int`
-STAGES: dict[str, str] = {
-    "embed": "dynamics.stages.embed.main",
-    "cluster-fit": "dynamics.stages.cluster_fit",
-    "assign": "dynamics.stages.assign",
-    "scale": "dynamics.stages.scale.main",
-    "train": "dynamics.stages.train.main",
-    "eval": "dynamics.stages.evaluate",
-}
+STAGES: dict[str, str] = {name: command.module for name, command in STAGE_COMMANDS.items()}
 
 
 def _run_guarded(fn: Callable[[], int]) -> int:
@@ -50,6 +44,10 @@ def _cmd_stage(argv: Sequence[str]) -> int:
     if name not in STAGES:
         print(f"error: unknown stage '{name}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    stage_parser(name).parse_args(rest)  # --help and usage errors before torch, faiss or open_clip load
+    from dynamics.stages.common import setup_logging
+
+    setup_logging()
     module = importlib.import_module(STAGES[name])
     return int(module.main(rest))
 
@@ -95,9 +93,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dynamics``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "stage":
-        from dynamics.stages.common import setup_logging
-
-        setup_logging()
         return _run_guarded(lambda: _cmd_stage(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynamics.errors import DynamicsError
 from dynamics.experiment.cli import add_parser as add_longtail
-from dynamics.spec.fingerprint import run_paths
-from dynamics.spec.loader import load_spec, load_spec_text
-from dynamics.spec.model import RunSpec
-from dynamics.storage.layout import RunPaths
+
+if TYPE_CHECKING:  # the spec's pydantic models load only when a command runs, not for --help
+    from dynamics.spec.model import RunSpec
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -24,7 +24,9 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
     """A spec file, or the resolved spec a run left in its work directory (``workdir`` overrides the spec's)."""
+    from dynamics.spec.loader import load_spec, load_spec_text
     from dynamics.storage import objects as storage
+    from dynamics.storage.layout import RunPaths
 
     if run.endswith((".yaml", ".yml")) or Path(run).is_file():
         spec = load_spec(run)
@@ -43,6 +45,7 @@ def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from dynamics.spec.fingerprint import run_paths
     from dynamics.stages.common import storage_config
     from dynamics.stages.scale.export import export_ref_json
 
@@ -53,6 +56,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_model(args: argparse.Namespace) -> int:
+    from dynamics.spec.fingerprint import run_paths
     from dynamics.stages.common import storage_config
     from dynamics.stages.train.export import export_model
 
@@ -91,6 +95,7 @@ def _model_params(spec: RunSpec) -> list[int]:
 
 def _estimate(args: argparse.Namespace) -> int:
     from dynamics.estimate import RATE_SOURCES, Rates, estimate, format_estimate
+    from dynamics.spec.loader import load_spec
 
     spec = load_spec(args.spec)
     rates = Rates(**{name: getattr(args, name) for name in RATE_SOURCES})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import typing
 from typing import Any
 
@@ -10,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from dynamics.spec.model import RunSpec
+from dynamics.spec.similar import close_matches
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -37,15 +37,6 @@ def field_names_at(loc: tuple[Any, ...]) -> list[str]:
             return []
         model = _model_in(_aliases(model).get(str(part)))
     return sorted(_aliases(model)) if model is not None else []
-
-
-def close_matches(word: str, candidates: typing.Iterable[str], n: int = 3) -> list[str]:
-    """The candidates closest to ``word``, ignoring case (``vit-b-16`` -> ``ViT-B-16`` first), best first."""
-    by_lower: dict[str, str] = {}
-    for c in candidates:
-        by_lower.setdefault(c.lower(), c)
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=n, cutoff=0.6)
-    return [by_lower[c] for c in close]
 
 
 def did_you_mean(loc: tuple[Any, ...]) -> str | None:

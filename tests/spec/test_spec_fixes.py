@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from dynamics.errors import SpecError
 from dynamics.spec.loader import validate
 from dynamics.spec.model import RunSpec
-from dynamics.spec.suggest import close_matches
+from dynamics.spec.similar import close_matches
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 GENERIC = "as the message says"
