@@ -44,12 +44,28 @@ def _cmd_stage(argv: Sequence[str]) -> int:
     if name not in STAGES:
         print(f"error: unknown stage '{name}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    stage_parser(name).parse_args(rest)  # --help and usage errors before torch, faiss or open_clip load
+    args = stage_parser(name).parse_args(rest)  # --help and usage errors before torch, faiss or open_clip load
     from dynamics.stages.common import setup_logging
 
     setup_logging()
+    record_spec(args.spec)
     module = importlib.import_module(STAGES[name])
     return int(module.main(rest))
+
+
+def record_spec(spec_file: str) -> None:
+    """Record the run's resolved spec as ``<workdir>/<run>/spec.yaml`` when nothing recorded it yet (a stage
+    run by hand): ``dynamics status``, ``paths`` and reruns read it. An existing record is never replaced:
+    it says what the run's artifacts were made for, and a changed spec is refused against it."""
+    from dynamics.spec.fingerprint import run_paths
+    from dynamics.spec.loader import dump_spec, load_spec
+    from dynamics.stages.common import storage_config
+    from dynamics.storage import objects as storage
+
+    spec = load_spec(spec_file)
+    uri, cfg = run_paths(spec).spec, storage_config(spec)
+    if not storage.exists(uri, cfg):
+        storage.write_bytes(uri, dump_spec(spec).encode("utf-8"), cfg)
 
 
 def _cmd_schema(_: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""``dynamics demo-data``, ``export-probabilities``, ``export-model``, ``export-checkpoint`` and ``estimate``."""
+"""``dynamics demo-data``, ``export-probabilities``, ``export-model``, ``paths``, ``export-checkpoint``,
+``estimate``."""
 
 from __future__ import annotations
 
@@ -30,14 +31,20 @@ def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
 
     if run.endswith((".yaml", ".yml")) or Path(run).is_file():
         spec = load_spec(run)
-    elif not workdir:
-        raise DynamicsError(f"'{run}' is not a spec file; to name a run, also give its --workdir",
-                            hint=f"dynamics {command} {run} --workdir s3://bucket/prefix ...", exit_code=2)
+    elif not workdir:  # a local run, found from here (./<workdir>/<run>/spec.yaml, .dynamics/<run>/)
+        from dynamics.local.status import find_run
+
+        try:
+            return find_run(run, None, Path.cwd())
+        except DynamicsError as exc:
+            raise DynamicsError(f"'{run}' is not a spec file, nor a run under the current directory",
+                                hint=f"dynamics {command} {run} --workdir s3://bucket/prefix (or ./runs) ...",
+                                exit_code=2) from exc
     else:
         uri = RunPaths.for_run(workdir, run).spec
         if not storage.exists(uri):
             raise DynamicsError(f"no run '{run}' under {workdir} ({uri} does not exist)",
-                                hint="check the run name (`dynamics list`) and --workdir", exit_code=2)
+                                hint=f"`dynamics list --workdir {workdir}` lists its runs", exit_code=2)
         spec = load_spec_text(storage.read_bytes(uri).decode("utf-8"), uri)
     if workdir and workdir != spec.storage.workdir:
         spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
@@ -64,6 +71,13 @@ def _export_model(args: argparse.Namespace) -> int:
     out = export_model(spec, run_paths(spec), Path(args.dir), storage_config(spec))
     print(f"wrote the final model of run '{spec.name}' to {out}/; load it with "
           f"open_clip.create_model_and_transforms('local-dir:{out}')")
+    return 0
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from dynamics.local.status import path_lines
+
+    print("\n".join(path_lines(_run_spec(args.run, args.workdir, "paths"))))
     return 0
 
 
@@ -156,6 +170,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="new local output folder")
     p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export_model)
+    p = sub.add_parser("paths", help="every artifact location of a run, with the fingerprint it is made for",
+                       description="Print where each stage's artifacts of a run are (embed and cluster ones "
+                       "under _shared/<stage>-<fp>/), computed from the spec: no cluster needed.")
+    p.add_argument("run", help="the run's spec YAML, or the run's name (with --workdir, or found under the "
+                   "current directory)")
+    p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
+    p.set_defaults(func=_paths)
     p = sub.add_parser("export-checkpoint", help="write one open_clip checkpoint file from a training checkpoint "
                        "(FSDP shards are consolidated)")
     p.add_argument("checkpoint", help="a .pt under <run>/train/checkpoints/ (local or s3://)")
