@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dynamics import __version__
 from dynamics.cli import runs as controller_cli
 from dynamics.cli import tools as tools_cli
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.stages.commands import STAGE_COMMANDS, stage_parser
 
@@ -48,21 +49,22 @@ def _cmd_stage(argv: Sequence[str]) -> int:
     from dynamics.stages.common import setup_logging
 
     setup_logging()
-    record_spec(args.spec)
+    record_spec(args.spec, args.stage)
     module = importlib.import_module(STAGES[name])
     return int(module.main(rest))
 
 
-def record_spec(spec_file: str) -> None:
+def record_spec(spec_file: str, stage: Stage) -> None:
     """Record the run's resolved spec as ``<workdir>/<run>/spec.yaml`` when nothing recorded it yet (a stage
     run by hand): ``dynamics status``, ``paths`` and reruns read it. An existing record is never replaced:
     it says what the run's artifacts were made for, and a changed spec is refused against it."""
     from dynamics.spec.fingerprint import run_paths
     from dynamics.spec.loader import dump_spec, load_spec
-    from dynamics.stages.common import storage_config
+    from dynamics.stages.common import check_pinned_fingerprint, storage_config
     from dynamics.storage import objects as storage
 
     spec = load_spec(spec_file)
+    check_pinned_fingerprint(spec, stage)  # a pod given another spec than its stage's records nothing
     uri, cfg = run_paths(spec).spec, storage_config(spec)
     if not storage.exists(uri, cfg):
         storage.write_bytes(uri, dump_spec(spec).encode("utf-8"), cfg)
