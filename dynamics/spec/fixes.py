@@ -35,6 +35,17 @@ _PATTERN_WORDS = {
     DNS_LABEL.pattern: "lower-case letters, digits and '-', starting and ending with a letter or digit",
     QUANTITY.pattern: "a Kubernetes quantity such as '8', '500m', '64Gi' or '1.5'",
 }
+# Fields checked by their own validators (dynamics/spec/model.py, train.py, kube.py): what they accept.
+_VALUE_FIXES = {
+    "workdir": "use 's3://bucket/prefix' or a local path such as ./runs",
+    "credentialsSecret": "use the name of an existing Secret: lower-case letters, digits, '-' and '.'",
+    "shards": "use a shard pattern with brace ranges, e.g. s3://bucket/shards/{00000..00099}.tar",
+    "templates": "use 'openai', 'simple', or a list of templates that each contain '{c}'",
+    "scale": "use [min, max] with 0 < min <= max <= 1, e.g. [0.4, 1.0]",
+    "modelConfig": "give an open_clip model config: an integer embed_dim and vision_cfg and text_cfg mappings",
+    "phases": "give every phase its own name",
+    "podLabels": "choose label keys outside app.kubernetes.io/, dynamics.io/ and batch.kubernetes.io/",
+}
 _NAME_WORDS = "lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63"
 
 
@@ -118,4 +129,6 @@ def fix_for(err: dict[str, Any], path: str) -> str:
         return _TYPE_FIXES[kind]
     if kind == "value_error" and name == "name" and len(err["loc"]) == 1:
         return f"use {_NAME_WORDS}" + _example(DNS_LABEL.pattern, err["input"])
+    if kind == "value_error" and name in _VALUE_FIXES:
+        return _VALUE_FIXES[name]
     return f"change {path} as the message says (`dynamics schema` shows what it accepts)"

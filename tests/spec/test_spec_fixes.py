@@ -163,3 +163,40 @@ def test_suggestions_ignore_case() -> None:
     if model_names() is None:
         pytest.skip("open_clip is not installed: its registry cannot be read")
     assert "did you mean 'ViT-B-16'" in (unknown_model("vit-b-16") or "")
+
+
+# Every field with a validator of its own, and a value it refuses.
+VALIDATED = [
+    (("name",), "My_Run", "e.g. 'my-run'"),
+    (("storage", "workdir"), "gs://bucket/x", "s3://bucket/prefix"),
+    (("storage", "credentialsSecret"), "Bad_Secret", "name of an existing Secret"),
+    (("data", "shards"), "s3://b/{0..3.tar", "brace ranges"),
+    (("eval", "datasets", 0, "shards"), "s3://b/{0..3.tar", "brace ranges"),
+    (("eval", "datasets", 0, "templates"), "fancy", "'openai', 'simple'"),
+    (("train", "augmentation", "scale"), [0.9, 0.2], "0 < min <= max <= 1"),
+    (("train", "modelConfig"), {"embed_dim": 8}, "vision_cfg and text_cfg"),
+    (("kubernetes", "podLabels"), {"dynamics.io/run": "x"}, "outside app.kubernetes.io/"),
+]
+
+
+@pytest.mark.parametrize(("loc", "value", "words"), VALIDATED, ids=[_path(v[0]) for v in VALIDATED])
+def test_fields_with_their_own_validators_say_what_they_accept(loc: tuple[Any, ...], value: Any, words: str) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    _set(data, loc, value, _list_items())
+    if loc[-1] == "modelConfig":
+        data["train"].pop("model", None)
+    with pytest.raises(SpecError) as info:
+        validate(data, "spec.yaml")
+    lines = str(info.value).splitlines()
+    at_field = [i for i, line in enumerate(lines) if line.startswith(f"  - {_path(loc)}: ")]
+    assert at_field, str(info.value)
+    fix = lines[at_field[0] + 1]
+    assert fix.startswith("      fix: ") and words in fix and GENERIC not in fix, fix
+
+
+def test_duplicate_phase_names_say_what_to_do() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["train"]["phases"].append(dict(data["train"]["phases"][0]))
+    with pytest.raises(SpecError) as info:
+        validate(data, "spec.yaml")
+    assert "fix: give every phase its own name" in str(info.value)
