@@ -67,8 +67,20 @@ def local_runs(here: Path) -> dict[str, str]:
 
 
 def read_run(spec_uri: str) -> RunSpec:
-    """The spec a run recorded."""
-    return load_spec_text(storage.read_bytes(spec_uri).decode("utf-8"), spec_uri)
+    """The spec a run recorded, its work dir taken from where the record is (``<workdir>/<run>/spec.yaml``):
+    a relative work dir in the record means the directory it was started from, which need not be this one.
+    A local runner's state of an S3 run (``.dynamics/<run>/``) keeps the recorded work dir."""
+    spec = load_spec_text(storage.read_bytes(spec_uri).decode("utf-8"), spec_uri)
+    workdir = spec_uri.rsplit("/", 2)[0]
+    if storage.is_s3(spec.storage.workdir) and not storage.is_s3(spec_uri):
+        return spec
+    return _with_workdir(spec, workdir)
+
+
+def _with_workdir(spec: RunSpec, workdir: str) -> RunSpec:
+    if workdir == spec.storage.workdir:
+        return spec
+    return spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
 
 
 def find_run(run: str, workdir: str | None, here: Path) -> RunSpec:
@@ -81,9 +93,7 @@ def find_run(run: str, workdir: str | None, here: Path) -> RunSpec:
                             hint="`dynamics list --workdir DIR` lists a work dir's runs; a run appears once "
                             "`dynamics-submit SPEC --local` or a stage has started it", exit_code=2)
     spec = read_run(runs[run])
-    if workdir and workdir != spec.storage.workdir:  # the work dir was moved, or the run was given one
-        spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
-    return spec
+    return _with_workdir(spec, workdir) if workdir else spec  # the work dir may have moved since
 
 
 def stage_states(spec: RunSpec, paths: RunPaths) -> list[StageState]:

@@ -123,3 +123,23 @@ def test_a_stage_run_by_hand_records_the_spec(no_cluster: Path, capsys: pytest.C
     spec_file.write_text(yaml.safe_dump(data))
     main(["stage", "scale", "--spec", str(spec_file)])
     assert yaml.safe_load(recorded.read_text()) == yaml.safe_load(dump_spec(spec))
+
+
+def test_a_run_with_a_relative_work_dir_is_found_from_elsewhere(no_cluster: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())  # storage.workdir: runs (relative to where it was started)
+    spec = validate(data)
+    project = no_cluster / "project"
+    record = project / "runs" / "quickstart" / "spec.yaml"
+    record.parent.mkdir(parents=True)
+    record.write_text(dump_spec(spec))
+    fps = fingerprints(spec)
+    marker = project / "runs" / "quickstart" / "sample" / "scale.done"
+    storage.write_marker(str(marker), {C.MARKER_FINGERPRINT: fps[Stage.SCALE]})
+    monkeypatch.chdir(project)
+    assert main(["status", "quickstart"]) == 0
+    assert "scale        complete" in capsys.readouterr().out
+    monkeypatch.chdir(project / "runs")  # one level further down: ./quickstart/spec.yaml
+    assert main(["status", "quickstart"]) == 0
+    out = capsys.readouterr().out
+    assert "scale        complete" in out and f"work dir: {project / 'runs' / 'quickstart'}" in out
