@@ -44,7 +44,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.dynamics-installed
-want=$( (cat pyproject.toml requirements/lock.txt; echo "torch=$flavour") | sha256sum | cut -d' ' -f1)
+# (the default flavour's stamp is what it always was: an existing .venv is not reinstalled for nothing)
+want=$( (cat pyproject.toml requirements/lock.txt; [ "$flavour" = default ] || echo "torch=$flavour") \
+  | sha256sum | cut -d' ' -f1)
 torch_pin=$(grep -E '^torch==' requirements/lock.txt)
 vision_pin=$(grep -E '^torchvision==' requirements/lock.txt)
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
