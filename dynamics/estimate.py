@@ -6,8 +6,11 @@ reader can redo it by hand:
 * per phase: steps, epochs and samples as the trainer plans them (:func:`plan_phases`);
 * expected samples per epoch under the sampling plan: ``T = budget x N`` (the scale stage's report gives
   the exact expectation once cluster sizes are known; in ``cap`` mode it is at most ``T``);
-* GPU throughput at phase resolution ``r``: ``rate x (rate_resolution / r)^2`` (a ViT's cost grows
-  with its patch count), GPU-hours ``= samples / throughput / 3600``;
+* GPU time per sample at phase resolution ``r``: ``t(r) = t0 x ((1 - s) + s x tokens(r) / tokens(r0))``
+  with ``t0 = 1 / rate`` at ``r0 = rate_resolution``, ``tokens(r) = (r / patch)^2`` and ``s`` the image
+  tower's share of ``t0``: only the image tower grows with resolution (the text tower, the contrastive
+  loss and the optimizer step do not). ``s`` is calibrated on the reference recipe's published total
+  (:func:`calibrate_image_share`); throughput ``= 1 / t(r)``, GPU-hours ``= samples x t(r) / 3600``;
 * loader cores per GPU ``= throughput / loader_rate`` (samples/s one CPU core decodes, per benchmark);
 * S3 bytes read ``= samples / budget x bytes_per_sample`` (the loader reads ~``1 / budget`` samples per
   sample it keeps);
@@ -23,13 +26,43 @@ reader can redo it by hand:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from dynamics.spec.model import RunSpec
-from dynamics.spec.reduced import short_side
-from dynamics.spec.types import EmbedBackend
-from dynamics.stages.train.plan import plan_phases
+if TYPE_CHECKING:  # the spec's models load when estimating, not for `dynamics estimate --help`
+    from dynamics.spec.model import RunSpec
+
+# The reference recipe (examples/datacomp-dfn-vitb16.yaml, the method's published setup): ViT-B/16 trained on
+# 1.28B samples at 112 px then 128M at 224 px in 163 GPU-hours on H100s, at 2,600 samples/s/GPU at 112 px.
+REFERENCE_GPU_HOURS = 163.0
+REFERENCE_RATE = 2600.0
+REFERENCE_PHASES = ((112, 1_280_000_000), (224, 128_000_000))
+
+
+def calibrate_image_share(rate: float, phases: Sequence[tuple[int, int]], gpu_hours: float) -> float:
+    """Image tower share ``s`` of the per-sample time at ``phases[0]``'s resolution that makes ``phases``
+    (``(resolution, samples)`` at ``rate`` samples/s/GPU at the first resolution) take ``gpu_hours``.
+
+    Total seconds ``= t0 x sum(n_i x ((1 - s) + s x q_i))`` with ``q_i = (r_i / r_0)^2``, linear in ``s``.
+    """
+    r0 = phases[0][0]
+    t0 = 1.0 / rate
+    fixed = sum(n for _, n in phases) * t0  # every sample at the first resolution's cost
+    grown = sum(n * ((r / r0) ** 2 - 1.0) for r, n in phases) * t0  # extra per unit of s
+    if grown == 0:
+        raise ValueError("the phases need two resolutions to calibrate the image tower's share")
+    return (gpu_hours * 3600.0 - fixed) / grown
+
+
+REFERENCE_IMAGE_SHARE = calibrate_image_share(REFERENCE_RATE, REFERENCE_PHASES, REFERENCE_GPU_HOURS)
+
+
+def patch_size(model: str) -> int | None:
+    """Patch size of an open_clip ViT name (``ViT-B-16`` -> 16, ``ViT-B-32-quickgelu`` -> 32), else None."""
+    m = re.match(r"^ViT-[A-Za-z0-9]+-(\d+)(?:-|$)", model)
+    return int(m.group(1)) if m else None
 
 CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights (4) + AdamW exp_avg (4) + exp_avg_sq (4)
 EMBED_STORED_BYTES = 2  # vectors are stored as float16
@@ -40,8 +73,9 @@ DINOV2_DIMS = {"small": 384, "base": 768, "large": 1024, "giant": 1536}
 class Rates:
     """The measured or assumed rates the estimate scales (all CLI flags; defaults stated in --help)."""
 
-    gpu_samples_per_s: float = 2600.0  # the reference recipe, ViT-B/16 at 112 px on one H100
+    gpu_samples_per_s: float = REFERENCE_RATE  # the reference recipe, ViT-B/16 at 112 px on one H100
     rate_resolution: int = 112
+    image_share: float = REFERENCE_IMAGE_SHARE  # calibrated: the reference's 163 GPU-hours
     loader_samples_per_core_s: float = 400.0  # benchmarks/README.md, 112 px crops of web-like JPEGs
     bytes_per_sample: float = 40_000.0  # one JPEG + caption of a DataComp-style shard
     embed_images_per_gpu_s: float = 2000.0
@@ -50,6 +84,28 @@ class Rates:
     reduced_bytes_per_sample: float = 7000.0
     reduced_loader_speedup: float = 2.4  # benchmarks/README.md: 2.1-2.8x less CPU per sample
     device_decode_speedup: float = 2.2  # benchmarks/README.md: train.decode device, worker side, 2.2-3.2x
+
+    def gpu_rate(self, resolution: int) -> float:
+        """Training samples/s per GPU at ``resolution``: only the image tower scales, with its tokens."""
+        grow = (resolution / self.rate_resolution) ** 2  # tokens(r) / tokens(r0), (r / patch)^2 each
+        return self.gpu_samples_per_s / ((1.0 - self.image_share) + self.image_share * grow)
+
+
+# Each rate: its flag and where its default comes from (printed beside the value).
+RATE_SOURCES: dict[str, tuple[str, str]] = {
+    "gpu_samples_per_s": ("--samples-per-gpu", "the reference recipe, ViT-B/16 bf16 on one H100"),
+    "rate_resolution": ("--rate-resolution", "the reference recipe's phase 1"),
+    "image_share": ("--image-share", f"calibrated so the reference recipe's phases (1.28B samples at 112 px, "
+                    f"128M at 224 px) take its published {REFERENCE_GPU_HOURS:g} GPU-hours"),
+    "loader_samples_per_core_s": ("--loader-rate", "benchmarks/README.md, 112 px crops of web-like JPEGs"),
+    "bytes_per_sample": ("--bytes-per-sample", "one JPEG + caption of a DataComp-style shard, an assumption"),
+    "embed_images_per_gpu_s": ("--embed-rate", "an assumption, not yet measured on a GPU"),
+    "gemm_tflops": ("--gemm-tflops", "float32 GEMM on an H100, an assumption"),
+    "reduced_bytes_per_sample": ("--reduced-bytes-per-sample",
+                                 "benchmarks/README.md, 128 px short side copies + their .bpe member"),
+    "reduced_loader_speedup": ("--reduced-loader-speedup", "benchmarks/README.md, 2.1-2.8x less CPU per sample"),
+    "device_decode_speedup": ("--device-decode-speedup", "benchmarks/README.md, worker side, 2.2-3.2x"),
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +124,7 @@ class PhaseCost:
     loader_cores_per_gpu: float
     s3_bytes: float
     checkpoints: int
+    samples_per_epoch: int = 0  # one training epoch (train.phases[].samplesPerEpoch, rounded up to whole steps)
     reduced: bool = False
 
 
@@ -96,6 +153,8 @@ class Estimate:
 
 def embed_dim(spec: RunSpec) -> int | None:
     """Stored embedding width for the spec's embed backend, where it is known without loading it."""
+    from dynamics.spec.types import EmbedBackend
+
     e = spec.embed
     if e.backend is EmbedBackend.PIXELS:
         return 3 * e.pixels_size**2
@@ -111,6 +170,9 @@ def phase_checkpoints(steps: int, every: int) -> int:
 
 def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -> Estimate:
     """Cost of ``spec``; ``params``: parameter count per phase (the model at that phase's resolution)."""
+    from dynamics.spec.reduced import short_side
+    from dynamics.stages.train.plan import plan_phases
+
     world = spec.train.nodes * spec.train.procs
     gpus = spec.train.nodes * spec.train.gpus_per_node
     n = spec.data.approx_samples
@@ -118,7 +180,7 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
     phases: list[PhaseCost] = []
     side = short_side(spec)
     for plan in plan_phases(spec, world):
-        per_gpu = rates.gpu_samples_per_s * (rates.rate_resolution / plan.resolution) ** 2
+        per_gpu = rates.gpu_rate(plan.resolution)
         gpu_hours = plan.samples / per_gpu / 3600
         # Only the leading phases below the short side read the copies (as the trainer does).
         reduced = side is not None and plan.resolution < side and all(p.reduced for p in phases)
@@ -132,6 +194,7 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
             wall_hours=gpu_hours / max(gpus, 1), loader_cores_per_gpu=per_gpu / loader_rate,
             s3_bytes=plan.samples / budget * sample_bytes,
             checkpoints=phase_checkpoints(plan.steps, spec.train.checkpoint_every), reduced=reduced,
+            samples_per_epoch=plan.steps_per_epoch * plan.global_batch,
         ))
     largest = max(params) if params else None
     dim = embed_dim(spec)
@@ -140,7 +203,7 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
     kmeans_flops = 2.0 * fit_n * c.k * (dim or 0) * c.iterations
     assign_flops = 2.0 * n * c.k * (dim or 0)
     embed_gpus = spec.embed.parallelism * max(spec.embed.gpus_per_pod, 1)
-    notes = [f"expected samples per epoch is the target T = budget x N = {budget} x {n:,}; the scale "
+    notes = [f"the samples one pass keeps is the target T = budget x N = {budget} x {n:,}; the scale "
              "stage's report has the exact expectation once clusters are known"]
     if gpus == 0:
         notes.append("train.gpusPerNode is 0 (CPU): GPU-hours are what the same work takes on GPUs")
@@ -197,23 +260,43 @@ def _bytes(n: float | None) -> str:
     raise AssertionError("unreachable")
 
 
+def format_rates(rates: Rates) -> list[str]:
+    """One line per rate: its value, its flag, and where it comes from (or that it was given)."""
+    d = Rates()
+    units = {"gpu_samples_per_s": "samples/s per GPU", "rate_resolution": "px", "image_share": "of t0 in the "
+             "image tower", "loader_samples_per_core_s": "samples/s per loader core", "bytes_per_sample": "",
+             "embed_images_per_gpu_s": "images/s per GPU (embed)", "gemm_tflops": "TFLOPS",
+             "reduced_bytes_per_sample": "per sample of the reduced copies",
+             "reduced_loader_speedup": "x loader rate on reduced copies",
+             "device_decode_speedup": "x loader rate with train.decode: device"}
+    lines = ["rates (each a flag of `dynamics estimate`):"]
+    for name, (flag, source) in RATE_SOURCES.items():
+        value = getattr(rates, name)
+        shown = _bytes(value) if "bytes" in name else f"{value:,.3f}" if name == "image_share" else f"{value:,.4g}"
+        origin = source if value == getattr(d, name) else "given"
+        lines.append(f"  {flag} {shown} {units[name]}".rstrip() + f" ({origin})")
+    return lines
+
+
 def format_estimate(spec: RunSpec, est: Estimate, rates: Rates) -> str:
     """The estimate as the text ``dynamics estimate`` prints."""
     t = spec.train
+    patch = patch_size(t.model)
     lines = [f"run {spec.name}: {t.nodes} node(s) x {t.procs} process(es) = world size {est.world_size}; "
-             f"N = {spec.data.approx_samples:,} samples, expected {est.expected_per_epoch:,.0f} per epoch "
-             f"(budget {spec.sample.budget})",
-             f"rates: {rates.gpu_samples_per_s:,.0f} samples/s/GPU at {rates.rate_resolution} px, "
-             f"{rates.loader_samples_per_core_s:,.0f} samples/s per loader core, "
-             f"{_bytes(rates.bytes_per_sample)} per sample, embed {rates.embed_images_per_gpu_s:,.0f} "
-             f"images/s/GPU, GEMM {rates.gemm_tflops:g} TFLOPS"]
+             f"N = {spec.data.approx_samples:,} samples",
+             f"sampler: one pass over the data keeps ~{est.expected_per_epoch:,.0f} samples "
+             f"(T = budget {spec.sample.budget} x N); every training epoch is a fresh DynamiCS draw",
+             *format_rates(rates)]
     for p in est.phases:
+        tokens = "" if patch is None else f", {(p.resolution // patch) ** 2} image tokens"
         lines.append(
-            f"phase {p.name} ({p.resolution} px): {p.steps:,} steps x {p.global_batch:,} = {p.samples:,} samples, "
-            f"{p.epochs} epoch(s); {p.samples_per_gpu_s:,.0f} samples/s/GPU -> {p.gpu_hours:,.1f} GPU-hours "
+            f"phase {p.name} ({p.resolution} px{tokens}): {p.steps:,} steps x {p.global_batch:,} = "
+            f"{p.samples:,} samples; {p.samples_per_gpu_s:,.0f} samples/s/GPU -> {p.gpu_hours:,.1f} GPU-hours "
             f"({p.wall_hours:,.1f} h wall); {'reduced shard copies; ' if p.reduced else ''}"
             f"loader cores per GPU {math.ceil(p.loader_cores_per_gpu)} "
             f"({p.loader_cores_per_gpu:.1f}); S3 read {_bytes(p.s3_bytes)}; {p.checkpoints} checkpoint(s)")
+        lines.append(f"  phase {p.name} training epochs: {p.epochs} of {p.samples_per_epoch:,} samples "
+                     "(train.phases[].samplesPerEpoch, whole steps; the last may be shorter)")
     total = sum(p.gpu_hours for p in est.phases)
     params = "unknown" if est.params is None else f"{est.params:,}"
     all_kept = None if est.checkpoint_bytes is None else est.checkpoint_bytes * est.checkpoints

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dynamics.cli.app import main
-from dynamics.estimate import Rates, estimate
+from dynamics.estimate import Rates, calibrate_image_share, estimate, patch_size
 from tests.specs import make_spec, write_spec
 
 PHASES = [
@@ -33,9 +33,13 @@ def test_estimate_matches_hand_calculation(tmp_path: Path) -> None:
     assert (est.world_size, p1.global_batch, p1.steps, p1.epochs, p1.samples) == (2, 200, 5, 3, 1000)
     assert (p2.global_batch, p2.steps, p2.epochs, p2.samples) == (100, 3, 1, 300)
     assert est.expected_per_epoch == 1000
-    assert p1.samples_per_gpu_s == 2600 and p2.samples_per_gpu_s == 650  # (112/224)^2
+    assert (p1.samples_per_epoch, p2.samples_per_epoch) == (400, 300)  # 2 steps x 200; p2: all 3 steps
+    # Only the image tower grows with resolution: at 224 px it has 4x the tokens of 112 px (196 vs 49
+    # patches of 16 px), so a sample costs (1 - s) + 4 s of one at 112 px, s the tower's share there.
+    s = Rates().image_share
+    assert p1.samples_per_gpu_s == 2600 and p2.samples_per_gpu_s == pytest.approx(2600 / (1 + 3 * s))
     assert p1.gpu_hours == pytest.approx(1000 / 2600 / 3600)
-    assert p2.wall_hours == pytest.approx(300 / 650 / 3600 / 2)
+    assert p2.wall_hours == pytest.approx(300 * (1 + 3 * s) / 2600 / 3600 / 2)
     assert p1.loader_cores_per_gpu == pytest.approx(6.5)
     assert p1.s3_bytes == pytest.approx(1000 / 0.5 * 40_000)
     # Every 2 steps plus the final: p1 steps 2, 4, 5; p2 steps 2, 3.
@@ -61,14 +65,22 @@ def test_reduced_copies_cut_s3_bytes_and_loader_cores_of_leading_low_res_phases(
     raw["train"]["decode"] = "device"  # workers only read tars and draw crop boxes: fewer cores
     p1, p2 = estimate(validate(raw), Rates(), params=[1000, 1000]).phases
     assert p1.loader_cores_per_gpu == pytest.approx(2600 / (400 * 2.4 * 2.2))
-    assert p2.loader_cores_per_gpu == pytest.approx(650 / (400 * 2.2))
+    assert p2.loader_cores_per_gpu == pytest.approx(Rates().gpu_rate(224) / (400 * 2.2))
 
 
 def test_cli_prints_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_spec(tmp_path / "spec.yaml", small_spec(tmp_path))
     assert main(["estimate", str(path), "--params", "1000", "--samples-per-gpu", "1300"]) == 0
     out = capsys.readouterr().out
-    assert "phase p1 (112 px): 5 steps x 200 = 1,000 samples, 3 epoch(s); 1,300 samples/s/GPU" in out
+    assert "phase p1 (112 px, 49 image tokens): 5 steps x 200 = 1,000 samples; 1,300 samples/s/GPU" in out
+    assert "phase p1 training epochs: 3 of 400 samples" in out
+    assert "one pass over the data keeps ~1,000 samples (T = budget 0.5 x N)" in out
+    # Every rate with its source; the one given on the command line says so.
+    assert "--samples-per-gpu 1,300 samples/s per GPU (given)" in out
+    assert "--loader-rate 400 samples/s per loader core (benchmarks/README.md" in out
+    assert "--image-share 0.306 of t0 in the image tower (calibrated so the reference recipe" in out
+    # One meaning of "epoch" per line: the sampler's pass and the training epoch never share a line.
+    assert not any("per epoch" in line and "epochs:" in line for line in out.splitlines())
     assert f"loader cores per GPU {math.ceil(1300 / 400)} " in out
     assert "S3 read 80.0 MB; 3 checkpoint(s)" in out
     assert "checkpoints: 5 x 12.0 KB (1,000 parameters x 12 B) = 60.0 KB" in out
@@ -111,3 +123,31 @@ def test_a_loader_short_of_cores_is_pointed_out_with_the_fixes(tmp_path: Path) -
     raw["train"].update(resources={"cpu": "2500m", "memory": "64Gi"})  # 1.25 CPUs per GPU -> 1 < 3
     note = next(n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes if "loader cores" in n)
     assert "has 1" in note and "train.decode" not in note
+
+
+def test_image_share_calibrated_by_hand_on_the_reference() -> None:
+    # Reference: 1.28B samples at 112 px and 128M at 224 px in 163 GPU-hours at 2,600 samples/s at 112 px.
+    # Phase 1 takes 1.28e9 / 2600 / 3600 = 136.75 h, leaving 26.25 h for 128M samples at 224 px:
+    # 1,354.5 samples/s, i.e. 738.3 us per sample against 384.6 us at 112 px. With t(224) = t0 (1 - s + 4 s):
+    # s = (738.3 / 384.6 - 1) / 3 = 0.3065.
+    t224 = (163 * 3600 - 1.28e9 / 2600) / 128e6
+    by_hand = (t224 * 2600 - 1) / 3
+    assert Rates().image_share == pytest.approx(by_hand) and by_hand == pytest.approx(0.3065, abs=5e-4)
+    assert calibrate_image_share(2600, [(112, 1_280_000_000), (224, 128_000_000)], 163) == pytest.approx(by_hand)
+    assert Rates().gpu_rate(224) == pytest.approx(1354.5, abs=0.5)
+    # A ViT at 448 px has 16x the tokens of 112 px: the image tower's time grows 16x, the rest does not.
+    assert Rates().gpu_rate(448) == pytest.approx(2600 / (1 - by_hand + 16 * by_hand))
+    with pytest.raises(ValueError, match="two resolutions"):
+        calibrate_image_share(2600, [(112, 1000)], 1.0)
+
+
+def test_reference_recipe_reproduces_its_published_cost() -> None:
+    from dynamics.spec.loader import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "examples" / "datacomp-dfn-vitb16.yaml")
+    total = sum(p.gpu_hours for p in estimate(spec, Rates(), params=[1, 1]).phases)
+    assert total == pytest.approx(163, rel=0.05)
+
+
+def test_patch_size_of_model_names() -> None:
+    assert [patch_size(m) for m in ("ViT-B-16", "ViT-B-32-quickgelu", "ViT-bigG-14", "RN50")] == [16, 32, 14, None]

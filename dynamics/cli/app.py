@@ -15,17 +15,12 @@ from collections.abc import Callable, Sequence
 from dynamics import __version__
 from dynamics.cli import runs as controller_cli
 from dynamics.cli import tools as tools_cli
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
+from dynamics.stages.commands import STAGE_COMMANDS, stage_parser
 
 # `dynamics stage NAME ...` -> module with `main(argv) -> int`
-STAGES: dict[str, str] = {
-    "embed": "dynamics.stages.embed.main",
-    "cluster-fit": "dynamics.stages.cluster_fit",
-    "assign": "dynamics.stages.assign",
-    "scale": "dynamics.stages.scale.main",
-    "train": "dynamics.stages.train.main",
-    "eval": "dynamics.stages.evaluate",
-}
+STAGES: dict[str, str] = {name: command.module for name, command in STAGE_COMMANDS.items()}
 
 
 def _run_guarded(fn: Callable[[], int]) -> int:
@@ -50,8 +45,29 @@ def _cmd_stage(argv: Sequence[str]) -> int:
     if name not in STAGES:
         print(f"error: unknown stage '{name}'; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    args = stage_parser(name).parse_args(rest)  # --help and usage errors before torch, faiss or open_clip load
+    from dynamics.stages.common import setup_logging
+
+    setup_logging()
+    record_spec(args.spec, args.stage)
     module = importlib.import_module(STAGES[name])
     return int(module.main(rest))
+
+
+def record_spec(spec_file: str, stage: Stage) -> None:
+    """Record the run's resolved spec as ``<workdir>/<run>/spec.yaml`` when nothing recorded it yet (a stage
+    run by hand): ``dynamics status``, ``paths`` and reruns read it. An existing record is never replaced:
+    it says what the run's artifacts were made for, and a changed spec is refused against it."""
+    from dynamics.spec.fingerprint import run_paths
+    from dynamics.spec.loader import dump_spec, load_spec
+    from dynamics.stages.common import check_pinned_fingerprint, storage_config
+    from dynamics.storage import objects as storage
+
+    spec = load_spec(spec_file)
+    check_pinned_fingerprint(spec, stage)  # a pod given another spec than its stage's records nothing
+    uri, cfg = run_paths(spec).spec, storage_config(spec)
+    if not storage.exists(uri, cfg):
+        storage.write_bytes(uri, dump_spec(spec).encode("utf-8"), cfg)
 
 
 def _cmd_schema(_: argparse.Namespace) -> int:
@@ -95,9 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dynamics``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "stage":
-        from dynamics.stages.common import setup_logging
-
-        setup_logging()
         return _run_guarded(lambda: _cmd_stage(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)

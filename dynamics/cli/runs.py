@@ -26,6 +26,20 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
 
 
+def _local(args: argparse.Namespace) -> bool:
+    """Read a work dir instead of the cluster: with --workdir, or when no Kubernetes config exists at all
+    (no --kubeconfig/--context, no $KUBECONFIG, no ~/.kube/config, not in a pod)."""
+    if getattr(args, "workdir", None):
+        return True
+    return not (args.kubeconfig or args.context or os.environ.get("KUBECONFIG")
+                or "KUBERNETES_SERVICE_HOST" in os.environ or os.path.isfile(os.path.expanduser("~/.kube/config")))
+
+
+def _workdir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", help="read runs from this work directory (local path or s3://) instead of the "
+                   "cluster; without a Kubernetes config, the runs under the current directory are read")
+
+
 def _kube(args: argparse.Namespace, namespace: str | None = None) -> Kube:
     from dynamics.controller.kube import connect
 
@@ -43,6 +57,14 @@ def _cmd_controller(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if _local(args):
+        from pathlib import Path
+
+        from dynamics.local.status import find_run, status_lines
+
+        here = Path.cwd()
+        print("\n".join(status_lines(find_run(args.run, args.workdir, here), here)))
+        return 0
     from dynamics.controller.status import show_status, show_status_wide, status_json, status_yaml
 
     kube = _kube(args)
@@ -53,6 +75,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if _local(args):
+        from pathlib import Path
+
+        from dynamics.local.status import list_lines, local_runs, runs_in
+
+        here = Path.cwd()
+        runs = runs_in(args.workdir) if args.workdir else local_runs(here)
+        if not runs:
+            print(f"no runs under {args.workdir or here}", file=sys.stderr)
+            return 0
+        print("\n".join(list_lines(runs, here)))
+        return 0
     from dynamics.controller.status import list_runs
 
     return list_runs(_kube(args), sys.stdout, args.output)
@@ -91,14 +125,16 @@ def add_commands(sub: Subparsers) -> None:
     p = sub.add_parser("status", help="a run's stages, progress and pods")
     p.add_argument("run", help="run name")
     p.add_argument("-o", "--output", choices=("table", "wide", "json", "yaml"), default="table",
-                   help="table (default), wide (plus per-stage counts and reasons), json or yaml")
+                   help="table (default), wide (plus per-stage counts and reasons), json or yaml (cluster runs)")
     _connection_args(p)
+    _workdir_arg(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("list", help="the runs in a namespace")
     p.add_argument("-o", "--output", choices=("table", "wide", "name", "json", "yaml"), default="table",
-                   help="table (default), wide (plus creation time and reason), name, json or yaml")
+                   help="table (default), wide (plus creation time and reason), name, json or yaml (cluster runs)")
     _connection_args(p)
+    _workdir_arg(p)
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("logs", help="a run's pod logs, each line prefixed by its pod")

@@ -9,17 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dynamics import constants as C
-from dynamics.render import render_stage, render_submission, stages_of
-from dynamics.render.pod import Obj
-from dynamics.render.review import for_review
-from dynamics.render.yamlio import dump_all, write_dir
-from dynamics.spec.loader import merge_defaults, read_spec_data, validate
-from dynamics.spec.model import RunSpec
-from dynamics.spec.overrides import apply_sets
-from dynamics.stages.preflight import check_inputs
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # rendering, the spec models and the input checks load after the arguments parse
     from dynamics.controller.kube import Kube
+    from dynamics.render.pod import Obj
+    from dynamics.spec.model import RunSpec
 
 EPILOG = """\
 examples:
@@ -77,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run_submit(argv: Sequence[str]) -> int:
     """Entry point body of ``dynamics-submit`` (errors are handled by the caller)."""
     args = build_parser().parse_args(argv)
+    from dynamics.render import render_submission
+    from dynamics.render.yamlio import dump_all, write_dir
+    from dynamics.spec.loader import validate
+    from dynamics.stages.preflight import check_inputs
+
     local_only = args.dry_run or args.output_dir or args.helm_values or args.local
     if not local_only:
         return _submit_to_cluster(args)
@@ -108,6 +107,7 @@ def run_submit(argv: Sequence[str]) -> int:
 def _check_rerun(spec: RunSpec, replace: bool) -> None:
     """An edited spec for an existing run name: refuse, or clear the stale stages and record the new spec
     (the controller keeps a recorded spec). Offline, the stages themselves refuse stale artifacts."""
+    from dynamics.render import stages_of
     from dynamics.spec.fingerprint import run_paths
     from dynamics.spec.loader import dump_spec
     from dynamics.stages.common import storage_config
@@ -120,6 +120,9 @@ def _check_rerun(spec: RunSpec, replace: bool) -> None:
 
 
 def _stage_objects(spec: RunSpec, review: bool) -> list[Obj]:
+    from dynamics.render import render_stage, stages_of
+    from dynamics.render.review import for_review
+
     objs = [obj for stage in stages_of(spec) for obj in render_stage(spec, stage)]
     return [for_review(o) for o in objs] if review else objs
 
@@ -130,6 +133,9 @@ def _source(args: argparse.Namespace) -> str:
 
 def _spec_data(args: argparse.Namespace) -> dict:
     """The spec file parsed, with ``-n`` and every ``--set`` applied (validated by the caller)."""
+    from dynamics.spec.loader import read_spec_data
+    from dynamics.spec.overrides import apply_sets
+
     data = apply_sets(read_spec_data(args.spec), args.sets)
     if args.namespace:
         data["namespace"] = args.namespace
@@ -140,6 +146,7 @@ def _with_namespace_defaults(args: argparse.Namespace, data: dict, own: RunSpec)
     """The spec with unset fields filled from the namespace's defaults (the Helm chart's); says which."""
     from dynamics.controller.defaults import namespace_defaults
     from dynamics.controller.kube import connect
+    from dynamics.spec.loader import merge_defaults, validate
 
     kube = connect(context=args.context, namespace=own.namespace, kubeconfig=args.kubeconfig)
     data, taken = merge_defaults(namespace_defaults(kube), data)
@@ -153,6 +160,8 @@ def _with_namespace_defaults(args: argparse.Namespace, data: dict, own: RunSpec)
 def _submit_to_cluster(args: argparse.Namespace) -> int:
     """Fill unset fields from the namespace's defaults (the Helm chart's), validate, submit."""
     from dynamics.controller.submit import submit
+    from dynamics.spec.loader import validate
+    from dynamics.stages.preflight import check_inputs
 
     data = _spec_data(args)
     # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields.

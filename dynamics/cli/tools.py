@@ -1,16 +1,17 @@
-"""``dynamics demo-data``, ``export-probabilities``, ``export-model``, ``export-checkpoint`` and ``estimate``."""
+"""``dynamics demo-data``, ``export-probabilities``, ``export-model``, ``paths``, ``export-checkpoint``,
+``estimate``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynamics.errors import DynamicsError
 from dynamics.experiment.cli import add_parser as add_longtail
-from dynamics.spec.fingerprint import run_paths
-from dynamics.spec.loader import load_spec, load_spec_text
-from dynamics.spec.model import RunSpec
-from dynamics.storage.layout import RunPaths
+
+if TYPE_CHECKING:  # the spec's pydantic models load only when a command runs, not for --help
+    from dynamics.spec.model import RunSpec
 
 
 def _demo_data(args: argparse.Namespace) -> int:
@@ -24,18 +25,26 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
     """A spec file, or the resolved spec a run left in its work directory (``workdir`` overrides the spec's)."""
+    from dynamics.spec.loader import load_spec, load_spec_text
     from dynamics.storage import objects as storage
+    from dynamics.storage.layout import RunPaths
 
     if run.endswith((".yaml", ".yml")) or Path(run).is_file():
         spec = load_spec(run)
-    elif not workdir:
-        raise DynamicsError(f"'{run}' is not a spec file; to name a run, also give its --workdir",
-                            hint=f"dynamics {command} {run} --workdir s3://bucket/prefix ...", exit_code=2)
+    elif not workdir:  # a local run, found from here (./<workdir>/<run>/spec.yaml, .dynamics/<run>/)
+        from dynamics.local.status import find_run
+
+        try:
+            return find_run(run, None, Path.cwd())
+        except DynamicsError as exc:
+            raise DynamicsError(f"'{run}' is not a spec file, nor a run under the current directory",
+                                hint=f"dynamics {command} {run} --workdir s3://bucket/prefix (or ./runs) ...",
+                                exit_code=2) from exc
     else:
         uri = RunPaths.for_run(workdir, run).spec
         if not storage.exists(uri):
             raise DynamicsError(f"no run '{run}' under {workdir} ({uri} does not exist)",
-                                hint="check the run name (`dynamics list`) and --workdir", exit_code=2)
+                                hint=f"`dynamics list --workdir {workdir}` lists its runs", exit_code=2)
         spec = load_spec_text(storage.read_bytes(uri).decode("utf-8"), uri)
     if workdir and workdir != spec.storage.workdir:
         spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"workdir": workdir})})
@@ -43,6 +52,7 @@ def _run_spec(run: str, workdir: str | None, command: str) -> RunSpec:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from dynamics.spec.fingerprint import run_paths
     from dynamics.stages.common import storage_config
     from dynamics.stages.scale.export import export_ref_json
 
@@ -53,6 +63,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_model(args: argparse.Namespace) -> int:
+    from dynamics.spec.fingerprint import run_paths
     from dynamics.stages.common import storage_config
     from dynamics.stages.train.export import export_model
 
@@ -60,6 +71,13 @@ def _export_model(args: argparse.Namespace) -> int:
     out = export_model(spec, run_paths(spec), Path(args.dir), storage_config(spec))
     print(f"wrote the final model of run '{spec.name}' to {out}/; load it with "
           f"open_clip.create_model_and_transforms('local-dir:{out}')")
+    return 0
+
+
+def _paths(args: argparse.Namespace) -> int:
+    from dynamics.local.status import path_lines
+
+    print("\n".join(path_lines(_run_spec(args.run, args.workdir, "paths"))))
     return 0
 
 
@@ -90,47 +108,38 @@ def _model_params(spec: RunSpec) -> list[int]:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from dynamics.estimate import Rates, estimate, format_estimate
+    from dynamics.estimate import RATE_SOURCES, Rates, estimate, format_estimate
+    from dynamics.spec.loader import load_spec
 
     spec = load_spec(args.spec)
-    rates = Rates(gpu_samples_per_s=args.samples_per_gpu, rate_resolution=args.rate_resolution,
-                  loader_samples_per_core_s=args.loader_rate, bytes_per_sample=args.bytes_per_sample,
-                  embed_images_per_gpu_s=args.embed_rate, gemm_tflops=args.gemm_tflops,
-                  reduced_bytes_per_sample=args.reduced_bytes_per_sample,
-                  reduced_loader_speedup=args.reduced_loader_speedup,
-                  device_decode_speedup=args.device_decode_speedup)
+    rates = Rates(**{name: getattr(args, name) for name in RATE_SOURCES})
     params = [args.params] * len(spec.train.phases) if args.params else _model_params(spec)
     print(format_estimate(spec, estimate(spec, rates, params), rates))
     return 0
 
 
 def _add_estimate(sub: argparse._SubParsersAction) -> None:
-    from dynamics.estimate import Rates
+    from dynamics.estimate import RATE_SOURCES, Rates
 
     d = Rates()
     p = sub.add_parser("estimate", help="print what a run will cost (steps, GPU-hours, loader cores, S3 bytes)",
                        description="Estimate a run's cost on the spec's hardware from stated rates.")
     p.add_argument("spec", help="run spec YAML")
-    p.add_argument("--samples-per-gpu", type=float, default=d.gpu_samples_per_s,
-                   help=f"training samples/s per GPU at --rate-resolution (default {d.gpu_samples_per_s:g}: the "
-                   "reference recipe, ViT-B/16 bf16 on one H100)")
-    p.add_argument("--rate-resolution", type=int, default=d.rate_resolution,
-                   help=f"resolution the rate was measured at; other phases scale by (r0/r)^2 (default "
-                   f"{d.rate_resolution})")
-    p.add_argument("--loader-rate", type=float, default=d.loader_samples_per_core_s,
-                   help=f"samples/s one loader core delivers (default {d.loader_samples_per_core_s:g})")
-    p.add_argument("--bytes-per-sample", type=float, default=d.bytes_per_sample,
-                   help=f"average shard bytes per sample (default {d.bytes_per_sample:g})")
-    p.add_argument("--embed-rate", type=float, default=d.embed_images_per_gpu_s,
-                   help=f"embed images/s per GPU (default {d.embed_images_per_gpu_s:g}, an assumption)")
-    p.add_argument("--gemm-tflops", type=float, default=d.gemm_tflops,
-                   help=f"float32 GEMM TFLOPS for k-means/assignment (default {d.gemm_tflops:g})")
-    p.add_argument("--reduced-bytes-per-sample", type=float, default=d.reduced_bytes_per_sample,
-                   help=f"bytes per sample of the reduced shard copies (default {d.reduced_bytes_per_sample:g})")
-    p.add_argument("--reduced-loader-speedup", type=float, default=d.reduced_loader_speedup,
-                   help=f"loader rate factor on reduced copies (default {d.reduced_loader_speedup:g})")
-    p.add_argument("--device-decode-speedup", type=float, default=d.device_decode_speedup,
-                   help=f"loader rate factor with train.decode: device (default {d.device_decode_speedup:g})")
+    helps = {"gpu_samples_per_s": "training samples/s per GPU at --rate-resolution",
+             "rate_resolution": "resolution the rate was measured at",
+             "image_share": "share of a sample's GPU time spent in the image tower at --rate-resolution; only "
+             "it grows with resolution, with the patch count (r/patch)^2",
+             "loader_samples_per_core_s": "samples/s one loader core delivers",
+             "bytes_per_sample": "average shard bytes per sample",
+             "embed_images_per_gpu_s": "embed images/s per GPU",
+             "gemm_tflops": "float32 GEMM TFLOPS for k-means/assignment",
+             "reduced_bytes_per_sample": "bytes per sample of the reduced shard copies",
+             "reduced_loader_speedup": "loader rate factor on reduced copies",
+             "device_decode_speedup": "loader rate factor with train.decode: device"}
+    for name, (flag, source) in RATE_SOURCES.items():
+        default = getattr(d, name)
+        p.add_argument(flag, dest=name, type=type(default), default=default, metavar="N",
+                       help=f"{helps[name]} (default {default:,.4g}: {source})")
     p.add_argument("--params", type=int, default=None,
                    help="model parameter count (default: counted from the spec's open_clip model)")
     p.set_defaults(func=_estimate)
@@ -161,6 +170,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="new local output folder")
     p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
     p.set_defaults(func=_export_model)
+    p = sub.add_parser("paths", help="every artifact location of a run, with the fingerprint it is made for",
+                       description="Print where each stage's artifacts of a run are (embed and cluster ones "
+                       "under _shared/<stage>-<fp>/), computed from the spec: no cluster needed.")
+    p.add_argument("run", help="the run's spec YAML, or the run's name (with --workdir, or found under the "
+                   "current directory)")
+    p.add_argument("--workdir", help="the work directory holding the run (default: the spec's storage.workdir)")
+    p.set_defaults(func=_paths)
     p = sub.add_parser("export-checkpoint", help="write one open_clip checkpoint file from a training checkpoint "
                        "(FSDP shards are consolidated)")
     p.add_argument("checkpoint", help="a .pt under <run>/train/checkpoints/ (local or s3://)")

@@ -3,33 +3,36 @@
 Nothing here does I/O; the stage commands read and write artifacts and call these functions.
 """
 
-from dynamics.core.kmeans import (
-    AssignBackend,
-    KMeansInit,
-    KMeansResult,
-    assign_nearest,
-    fit_spherical_kmeans,
-    sample_training_subset,
-)
-from dynamics.core.refine import refine_centroids
-from dynamics.core.sampler import (
-    DEFAULT_MISSING_PROB,
-    ShardTable,
-    export_ref_json,
-    iter_ref_json,
-    uniform,
-    uniforms,
-    use_count,
-    uses,
-)
-from dynamics.core.scaling import (
-    SampleMode,
-    cluster_probs,
-    cluster_targets,
-    counts_from_labels,
-    scale,
-    scale_report,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Where each name lives: imported on first use (PEP 562), so importing dynamics.core.errors (every
+# DynamicsError) does not load numpy for commands that never compute anything.
+_HOMES = {
+    "AssignBackend": "dynamics.core.kmeans",
+    "KMeansInit": "dynamics.core.kmeans",
+    "KMeansResult": "dynamics.core.kmeans",
+    "assign_nearest": "dynamics.core.kmeans",
+    "fit_spherical_kmeans": "dynamics.core.kmeans",
+    "sample_training_subset": "dynamics.core.kmeans",
+    "refine_centroids": "dynamics.core.refine",
+    "DEFAULT_MISSING_PROB": "dynamics.core.sampler",
+    "ShardTable": "dynamics.core.sampler",
+    "export_ref_json": "dynamics.core.sampler",
+    "iter_ref_json": "dynamics.core.sampler",
+    "uniform": "dynamics.core.sampler",
+    "uniforms": "dynamics.core.sampler",
+    "use_count": "dynamics.core.sampler",
+    "uses": "dynamics.core.sampler",
+    "SampleMode": "dynamics.core.scaling",
+    "cluster_probs": "dynamics.core.scaling",
+    "cluster_targets": "dynamics.core.scaling",
+    "counts_from_labels": "dynamics.core.scaling",
+    "scale": "dynamics.core.scaling",
+    "scale_report": "dynamics.core.scaling",
+}
 
 __all__ = [
     "DEFAULT_MISSING_PROB",
@@ -54,3 +57,12 @@ __all__ = [
     "use_count",
     "uses",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exported names, each imported from its module on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'dynamics.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

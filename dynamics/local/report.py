@@ -46,12 +46,17 @@ def data_problem_lines(paths: RunPaths, cfg: storage.StorageConfig) -> list[str]
     return lines
 
 
-def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | None) -> list[str]:
+def epoch_kind(alpha: float | None) -> str:
+    """What an epoch of the run is: ``uniform`` at alpha = 1 (every cluster keeps its share), else ``DynamiCS``."""
+    return "uniform" if alpha == 1 else "DynamiCS"
+
+
+def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | None, kind: str = "DynamiCS") -> list[str]:
     """Gini before/after, and whether the refinement threshold fits the embedding's cosines."""
     lines = []
     if sampling:
         lines.append(f"  cluster-size Gini: {sampling['gini_before']:.2f} (data) -> {sampling['gini_after']:.2f} "
-                     "(DynamiCS epoch)")
+                     f"({kind} epoch)")
     diag = (fit or {}).get("diagnostics")
     if diag and diag.get("centroid_nearest_other_cosine"):
         near = diag["nearest_kept_centroid_cosine"]
@@ -72,6 +77,22 @@ def _class_lines(classes: dict[str, Any] | None) -> list[str]:
             f"{_pct(classes['tail_epoch_share'])}; cluster purity {classes['purity']:.2f}"]
 
 
+def sampling_lines(report: dict[str, Any], fit: dict[str, Any] | None, plot: str) -> list[str]:
+    """The scale stage's report in words; a uniform run (alpha = 1) says uniform, not DynamiCS."""
+    kind = epoch_kind(report.get("alpha"))
+    return [
+        f"\n{kind} sampling (alpha={report.get('alpha')}, budget={report.get('budget')}): "
+        f"N={report.get('N')} samples in {report.get('K_nonempty')} clusters",
+        f"  expected samples per epoch: {report.get('expected_per_epoch', 0):.0f}",
+        f"  share of the largest 10% clusters: {_pct(report.get('share_top10pct_before'))} of the data "
+        f"(and of a uniform epoch at the same budget) -> {_pct(report.get('share_top10pct_after'))} "
+        f"of each {kind} epoch",
+        *_diagnostic_lines(report.get("diagnostics"), fit, kind),
+        *_class_lines(report.get("classes")),
+        f"  cluster-size plot (sizes, uniform, DynamiCS): {plot}",
+    ]
+
+
 def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
                   timings: dict[Stage, float | None]) -> list[str]:
     """Lines of the end-of-run report (pure apart from reading the run's JSON artifacts)."""
@@ -81,17 +102,7 @@ def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
     lines += data_problem_lines(paths, cfg)
     report = _read(paths.report, cfg)
     if report:
-        lines += [
-            f"\nDynamiCS sampling (alpha={report.get('alpha')}, budget={report.get('budget')}): "
-            f"N={report.get('N')} samples in {report.get('K_nonempty')} clusters",
-            f"  expected samples per epoch: {report.get('expected_per_epoch', 0):.0f}",
-            f"  share of the largest 10% clusters: {_pct(report.get('share_top10pct_before'))} of the data "
-            f"(and of a uniform epoch at the same budget) -> {_pct(report.get('share_top10pct_after'))} "
-            "of each DynamiCS epoch",
-            *_diagnostic_lines(report.get("diagnostics"), _read(paths.fit_json, cfg)),
-            *_class_lines(report.get("classes")),
-            f"  cluster-size plot (sizes, uniform, DynamiCS): {paths.plot}",
-        ]
+        lines += sampling_lines(report, _read(paths.fit_json, cfg), paths.plot)
     marker = _read(paths.train_marker, cfg)
     if marker:
         phases = ", ".join(f"{name}: {samples} samples in {steps} steps" for name, samples, steps in

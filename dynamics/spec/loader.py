@@ -11,19 +11,9 @@ from pydantic import ValidationError
 
 from dynamics.errors import SpecError
 from dynamics.spec.checks import CrossFieldErrors
+from dynamics.spec.fixes import fix_for
 from dynamics.spec.limits import check_size, load_limited
 from dynamics.spec.model import RunSpec
-
-# Hints for pydantic error types that benefit from one.
-_HINTS = {
-    "extra_forbidden": "remove it, or check its spelling against `dynamics schema`",
-    "missing": "add this field",
-    "literal_error": None,
-    "enum": None,
-    "string_pattern_mismatch": None,
-    "int_parsing": "use a whole number",
-    "float_parsing": "use a number",
-}
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -54,11 +44,8 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
 
             message = "unknown field" + (f"; {hint}" if (hint := did_you_mean(tuple(err["loc"]))) else "")
         message = message.removeprefix("Value error, ")
-        hint = _HINTS.get(err["type"])
-        line = f"  - {_path(err['loc'])}: {message}"
-        if hint:
-            line += f"\n      fix: {hint}"
-        lines.append(line)
+        path = _path(err["loc"])
+        lines.append(f"  - {path}: {message}\n      fix: {fix_for(err, path)}")
     count = len(lines)
     return f"{source}: {count} problem{'s' if count != 1 else ''} in the run spec:\n" + "\n".join(lines)
 

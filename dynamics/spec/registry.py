@@ -7,12 +7,13 @@ is not installed (a machine that only submits), names cannot be checked and are 
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from dynamics.spec.similar import close_matches
 
 SCHEMES = ("hf-hub:", "local-dir:")  # open_clip loads these from elsewhere: nothing to check here
 
@@ -56,6 +57,7 @@ def unknown_model(name: str) -> str | None:
     names = model_names()
     if names is None or name.startswith(SCHEMES) or name in names:
         return None
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    close = close_matches(name, names, n=3)  # case-insensitive: 'vit-b-16' -> 'ViT-B-16'
+
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     return f"'{name}' is not an open_clip model{hint}"

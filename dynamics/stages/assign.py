@@ -50,8 +50,7 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
 
 def main(argv: Sequence[str]) -> int:
     """Assign the part given by --index or JOB_COMPLETION_INDEX; a complete part is skipped."""
-    parser = stage_parser("assign", "Assign every embedding of one part to its nearest kept centroid.",
-                          indexed=True)
+    parser = stage_parser("assign")
     ctx = context_from_args(parser.parse_args(list(argv)))
 
     assert ctx.index is not None

@@ -86,8 +86,7 @@ def cluster_fit(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
 
 def main(argv: Sequence[str]) -> int:
     """Fit and refine the centroids; a complete fit is skipped."""
-    parser = stage_parser("cluster-fit", "Fit spherical k-means on a seeded subset of all embeddings, "
-                          "then drop centroids too similar to an already kept one.")
+    parser = stage_parser("cluster-fit")
     ctx = context_from_args(parser.parse_args(list(argv)))
 
     cluster_fit(ctx.spec, ctx.paths, ctx.storage)

@@ -14,8 +14,11 @@ from dynamics.errors import DynamicsError
 from dynamics.spec.fingerprint import fingerprints, run_paths
 from dynamics.spec.loader import load_spec
 from dynamics.spec.model import RunSpec
+from dynamics.stages.commands import stage_parser
 from dynamics.storage.layout import RunPaths
 from dynamics.storage.objects import StorageConfig
+
+__all__ = ["StageContext", "context_from_args", "setup_logging", "stage_parser", "storage_config"]
 
 log = logging.getLogger("dynamics")
 
@@ -39,22 +42,6 @@ def storage_config(spec: RunSpec) -> StorageConfig:
     s = spec.storage
     return StorageConfig(endpoint_url=s.endpoint, region=s.region, retry_mode=s.retry_mode,
                          max_attempts=s.max_attempts)
-
-
-def stage_parser(name: str, description: str, indexed: bool = False) -> argparse.ArgumentParser:
-    """Argument parser with the options every stage command takes."""
-    parser = argparse.ArgumentParser(prog=f"dynamics stage {name}", description=description)
-    parser.set_defaults(stage=Stage(name))
-    parser.add_argument(
-        "--spec", default=os.environ.get(C.ENV_SPEC, C.SPEC_MOUNT_PATH),
-        help=f"resolved run spec (default: ${C.ENV_SPEC} or {C.SPEC_MOUNT_PATH}, the mounted ConfigMap)",
-    )
-    if indexed:
-        parser.add_argument(
-            "--index", type=int, default=None,
-            help=f"which slice to process (default: ${C.ENV_JOB_INDEX}, set by Indexed Jobs)",
-        )
-    return parser
 
 
 def check_pinned_fingerprint(spec: RunSpec, stage: Stage) -> None:

@@ -175,7 +175,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
 
 def main(argv: Sequence[str]) -> int:
     """Evaluate on every eval set of the spec; a complete evaluation is skipped."""
-    parser = stage_parser("eval", "Zero-shot classification of the final checkpoint on the spec's eval sets.")
+    parser = stage_parser("eval")
     ctx = context_from_args(parser.parse_args(list(argv)))
 
     evaluate(ctx.spec, ctx.paths, ctx.storage)

@@ -431,6 +431,7 @@ def test_pytorchjob_launcher_needs_the_training_operator(tmp_path: Path) -> None
     assert proc.returncode != 0
     assert OPERATOR_INSTALL in proc.stderr
     assert "launcher: indexed-job" in proc.stderr
+    assert f"--api-versions {PYTORCHJOB_API}" in proc.stderr  # helm template offline knows no cluster's APIs
     assert template(tmp_path, values, namespace=spec.namespace, api_versions=(PYTORCHJOB_API,))
     values["run"]["train"]["launcher"] = "indexed-job"
     assert template(tmp_path, values, namespace=spec.namespace)

@@ -31,11 +31,12 @@ from dynamics.spec.loader import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("embedder", "clusterer", "trainer", "controller")
-DOCKERFILES = {name: ROOT / "images" / name / "Dockerfile" for name in IMAGES}
+BASES = ("torch-base",)  # built first by `make images`; the embedder and trainer build FROM it
+DOCKERFILES = {name: ROOT / "images" / name / "Dockerfile" for name in IMAGES + BASES}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 PACKAGE = PYPROJECT["name"]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-INSTALL_LINE = re.compile(r'pip install [^\n]*?"\.(?:\[(?P<extra>[\w,-]+)\])?"')
+INSTALL_LINE = re.compile(r'pip(?:\.sh)? install [^\n]*?"\.(?:\[(?P<extra>[\w,-]+)\])?"')
 
 sys.path.insert(0, str(ROOT / "images"))
 from requirements import requirements  # noqa: E402  (images/requirements.py, used by the Dockerfiles)
@@ -222,7 +223,7 @@ def test_every_image_has_a_dockerfile() -> None:
     assert all(path.exists() for path in DOCKERFILES.values())
 
 
-@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("image", IMAGES + BASES)
 def test_hadolint(image: str) -> None:
     proc = subprocess.run([hadolint(), "--no-color", str(DOCKERFILES[image])], capture_output=True, text=True,
                           timeout=60, check=False)
@@ -232,8 +233,8 @@ def test_hadolint(image: str) -> None:
 @pytest.mark.parametrize("image", IMAGES)
 def test_dockerfile_conventions(image: str) -> None:
     text = dockerfile(image)
-    for ref in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE):
-        tag = ref.partition(":")[2]
+    for ref in base_refs(text):
+        tag = ref.rpartition(":")[2]
         assert tag and tag != "latest" and re.search(r"\d", tag), f"{image}: base {ref} is not pinned by tag"
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
     assert users and users[-1] == f"{1000}:{1000}", "runs as the spec's default runAsUser, numerically"
@@ -241,6 +242,19 @@ def test_dockerfile_conventions(image: str) -> None:
     assert "-c requirements/lock.txt" in text
     assert not re.search(r"(?i)(AWS_SECRET|AWS_ACCESS_KEY|PASSWORD|TOKEN)\s*=", text), "no secrets baked in"
     assert not re.search(r"^(ARG|ENV)\s+\S*(SECRET|PASSWORD|TOKEN)", text, flags=re.MULTILINE | re.IGNORECASE)
+
+
+def base_refs(text: str) -> list[str]:
+    """The images a Dockerfile starts from, with ``${ARG}`` replaced by the ARG's default (stages and scratch
+    left out)."""
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, flags=re.MULTILINE))
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.MULTILINE | re.IGNORECASE))
+    refs = []
+    for ref in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE):
+        ref = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), ref)
+        if ref not in stages and ref != "scratch":
+            refs.append(ref)
+    return refs
 
 
 def test_images_install_the_matching_extras() -> None:
@@ -322,3 +336,96 @@ def test_the_import_check_tells_extras_apart() -> None:
     assert any(m.startswith("torch") for m in missing_imports("dynamics.stages.train.model", ("cluster",)))
     assert missing_imports("dynamics.core.kmeans", ()) != []  # faiss is not a base dependency
     assert C.APP_NAME == PACKAGE
+
+
+# --- images anyone can build: base image, builder, private index, air gap ------------------------------------
+
+PIP_MOUNTS = ("--mount=type=bind,from=wheelhouse,target=/wheelhouse", "--mount=type=secret,id=pipconf",
+              "--mount=type=secret,id=pip-ca", "--mount=type=secret,id=pip-constraints")
+
+
+@pytest.mark.parametrize("image", IMAGES + BASES)
+def test_the_base_image_is_a_build_argument(image: str) -> None:
+    text = dockerfile(image)
+    arg = "TORCH_BASE" if image in ("embedder", "trainer") else "BASE_IMAGE"
+    assert re.search(rf"^ARG {arg}=\S+:\S+$", text, flags=re.MULTILINE), f"{image}: no ARG {arg} with a default"
+    images = [r for r in re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE) if r != "scratch"]
+    assert images and all(r == f"${{{arg}}}" for r in images), f"{image}: FROM {images}, not ${{{arg}}}"
+
+
+def test_embedder_and_trainer_share_the_torch_base() -> None:
+    base = dockerfile("torch-base")
+    assert re.search(r"pip\.sh install [^\n]*-c requirements/lock.txt torch torchvision$", base, flags=re.MULTILINE)
+    default = re.search(r"^ARG TORCH_BASE=(\S+)$", dockerfile("embedder"), flags=re.MULTILINE)
+    assert default and default.group(1).rsplit("/", 1)[1] == f"{PACKAGE}-torch-base:0.1.0"
+    for image in ("embedder", "trainer"):
+        text = dockerfile(image)
+        assert "COPY --from" not in text, f"{image}: copying a venv over the base would store torch twice"
+        assert "torch" in installed_by(tuple(image_extras(image)))  # torch comes with the base, pinned alike
+
+
+@pytest.mark.parametrize("image", IMAGES + BASES)
+def test_every_pip_install_takes_the_build_secrets_and_the_wheelhouse(image: str) -> None:
+    text = dockerfile(image)
+    runs = re.findall(r"^RUN (?:.*\\\n)*.*$", text, flags=re.MULTILINE)
+    installs = [r for r in runs if re.search(r"\bpip(\.sh)? install\b", r)]
+    assert installs, image
+    for run in installs:
+        assert "sh pip.sh install" in run and not re.search(r"(?<!\.sh )\bpip install\b", run), run
+        assert all(m in run for m in PIP_MOUNTS), f"{image}: an install without the build secrets:\n{run}"
+    assert re.search(r"^FROM scratch AS wheelhouse$", text, flags=re.MULTILINE)  # empty unless given one
+    assert not re.search(r"^ARG\s+PIP_", text, flags=re.MULTILINE), "index settings as ARGs stay in the history"
+
+
+def _pip_sh(tmp_path: Path, secrets: dict[str, str], wheels: bool) -> list[str]:
+    """The pip command images/pip.sh runs (a stand-in pip prints its arguments and settings)."""
+    (tmp_path / "secrets").mkdir(parents=True)
+    for name, text in secrets.items():
+        (tmp_path / "secrets" / name).write_text(text)
+    (tmp_path / "wheelhouse").mkdir()
+    if wheels:
+        (tmp_path / "wheelhouse" / "six-1.17.0-py2.py3-none-any.whl").write_bytes(b"")
+    fake = tmp_path / "pip"
+    fake.write_text('#!/bin/sh\necho "config=${PIP_CONFIG_FILE:-} cert=${PIP_CERT:-}"\n'
+                    'for a in "$@"; do echo "$a"; done\n')
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PIP": str(fake), "PIP_SECRETS": str(tmp_path / "secrets"),
+           "WHEELHOUSE": str(tmp_path / "wheelhouse")}
+    proc = subprocess.run(["sh", str(ROOT / "images" / "pip.sh"), "install", "-c", "requirements/lock.txt", "x"],
+                          capture_output=True, text=True, env=env, timeout=30, check=True)
+    return proc.stdout.splitlines()
+
+
+def test_pip_sh_uses_only_what_the_build_was_given(tmp_path: Path) -> None:
+    plain = _pip_sh(tmp_path / "plain", {}, wheels=False)
+    assert plain == ["config= cert=", "install", "-c", "requirements/lock.txt", "x"]
+    given = _pip_sh(tmp_path / "given", {"pipconf": "[global]\n", "pip-ca": "PEM", "pip-constraints": "x==1\n"},
+                    wheels=True)
+    secrets, wheelhouse = tmp_path / "given" / "secrets", tmp_path / "given" / "wheelhouse"
+    assert given[0] == f"config={secrets / 'pipconf'} cert={secrets / 'pip-ca'}"
+    assert given[1:] == ["install", "-c", "requirements/lock.txt", "x", "-c", str(secrets / "pip-constraints"),
+                         "--no-index", "--find-links", str(wheelhouse)]
+
+
+def _make(*args: str) -> list[str]:
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    proc = subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30,
+                          check=True)
+    lines = proc.stdout.replace("\\\n", " ").splitlines()  # one line per command (recipes continue lines)
+    return [line for line in lines if " build " in line or "pip download" in line]
+
+
+def test_make_images_builds_the_torch_base_first_with_any_builder() -> None:
+    builds = _make("images", "DOCKER=podman", "PIP_CONF=pip.conf", "PIP_CA=ca.pem", "WHEELHOUSE=wh",
+                   "BASE_IMAGE=mirror.local/python:3.11.11-slim-bookworm")
+    assert all(line.startswith("podman build ") for line in builds) and len(builds) == 5
+    assert "-f images/torch-base/Dockerfile" in builds[0]
+    for line in builds:
+        assert "--secret id=pipconf,src=pip.conf" in line and "--secret id=pip-ca,src=ca.pem" in line
+        assert f"--build-context wheelhouse={ROOT / 'wh'}" in line
+        assert "--build-arg BASE_IMAGE=mirror.local/python:3.11.11-slim-bookworm" in line
+        assert "--build-arg TORCH_BASE=ghcr.io/dynamics-dev/dynamics-torch-base:0.1.0" in line
+    assert not any("--secret" in line for line in _make("images"))  # nothing given, nothing passed
+    (download,) = _make("wheelhouse")
+    assert "-r requirements/lock.txt" in download and "--only-binary=:all:" in download

@@ -24,3 +24,17 @@ def test_class_lines_state_head_and_tail_shares() -> None:
     (line,) = _class_lines(classes)
     assert "head 60.0% of the data -> 45.0% of each epoch, tail 5.0% -> 11.0%; cluster purity 0.80" in line
     assert _class_lines(None) == []
+
+
+def test_a_uniform_run_reports_uniform_epochs() -> None:
+    from dynamics.local.report import sampling_lines
+
+    report = {"alpha": 1.0, "budget": 0.5, "N": 3000, "K_nonempty": 47, "expected_per_epoch": 1500,
+              "share_top10pct_before": 0.171, "share_top10pct_after": 0.171,
+              "diagnostics": {"gini_before": 0.21, "gini_after": 0.21}}
+    text = "\n".join(sampling_lines(report, None, "plot.png"))
+    assert "DynamiCS epoch" not in text and "DynamiCS sampling" not in text
+    assert text.startswith("\nuniform sampling (alpha=1.0, budget=0.5)")
+    assert "-> 17.1% of each uniform epoch" in text and "0.21 (data) -> 0.21 (uniform epoch)" in text
+    dynamic = "\n".join(sampling_lines({**report, "alpha": 0.2}, None, "plot.png"))
+    assert "DynamiCS sampling (alpha=0.2" in dynamic and "of each DynamiCS epoch" in dynamic

@@ -100,3 +100,13 @@ def test_limits_leave_ordinary_yaml_alone() -> None:
     assert parse_yaml(text, "s.yaml") == yaml.safe_load(text)
     nested = "a: " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
     assert parse_yaml(nested, "s.yaml") == yaml.safe_load(nested)
+
+
+def test_too_many_values_without_anchors_does_not_blame_anchors() -> None:
+    from dynamics.spec.limits import MAX_NODES
+
+    text = _affinity(["x: [" + ", ".join(["1"] * (MAX_NODES + 10)) + "]"])
+    with pytest.raises(SpecError) as info:
+        parse_yaml(text, "spec.yaml")
+    assert f"more than {MAX_NODES:,} values" in str(info.value)
+    assert "anchor" not in str(info.value).lower() and "alias" not in str(info.value).lower()

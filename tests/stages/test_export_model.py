@@ -4,6 +4,7 @@ zero-shot exactly like the run's own final model."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import open_clip
@@ -62,3 +63,23 @@ def test_exported_folder_loads_with_open_clip_alone_and_scores_the_same(tmp_path
 
     assert main(["export-model", str(tmp_path / "spec.yaml"), str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_folder_is_readable_as_the_umask_allows(tmp_path: Path, umask: int) -> None:
+    from dynamics.stages.train.export import export_model
+
+    spec = make_spec(str(tmp_path / "runs"), str(tmp_path / "{0..0}.tar"), approx=40)
+    paths, cfg = run_paths(spec), storage_config(spec)
+    model = create_model(spec.train, spec.train.phases[-1].resolution, torch.device("cpu"))
+    uri = f"{paths.checkpoints_dir()}/final.pt"
+    ckpt.save(uri, {"format": ckpt.FORMAT, "epoch": 1, "name": "tiny", "state_dict": model.state_dict()}, cfg)
+    storage.write_marker(paths.train_marker, marker(spec, Stage.TRAIN, final_checkpoint=uri), cfg)
+    old = os.umask(umask)
+    try:
+        out = export_model(spec, paths, tmp_path / "shared" / "model", cfg)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a folder teammates can open (was 0700)
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name  # and files they can read (was 0600)

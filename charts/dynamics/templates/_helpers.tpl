@@ -84,7 +84,7 @@ Run-level checks: the release namespace must be the run's, and a pytorchjob laun
 {{- end }}
 {{- $launcher := dig "train" "launcher" "pytorchjob" $run }}
 {{- if and .Values.checkPrerequisites (eq $launcher "pytorchjob") (not (.Capabilities.APIVersions.Has "kubeflow.org/v1/PyTorchJob")) }}
-{{- fail (printf "run %q trains with launcher \"pytorchjob\" but this cluster has no kubeflow.org/v1 PyTorchJob. Ask an admin to install the Kubeflow training operator:\n  kubectl apply --server-side -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0\"\nor set run.train.launcher: indexed-job (an Indexed Job + headless Service, no operator needed)." $run.name) }}
+{{- fail (printf "run %q trains with launcher \"pytorchjob\" but this cluster has no kubeflow.org/v1 PyTorchJob. Ask an admin to install the Kubeflow training operator:\n  kubectl apply --server-side -k \"github.com/kubeflow/training-operator.git/manifests/overlays/standalone?ref=v1.9.0\"\nor set run.train.launcher: indexed-job (an Indexed Job + headless Service, no operator needed).\nRendering offline (helm template without a cluster) for one that has the operator? Add --api-versions kubeflow.org/v1/PyTorchJob." $run.name) }}
 {{- end }}
 {{- end }}
 

@@ -9,7 +9,7 @@ from dynamics.stages.common import context_from_args, stage_parser
 
 def main(argv: Sequence[str]) -> int:
     """Embed the part given by --index or JOB_COMPLETION_INDEX; a complete part is skipped."""
-    parser = stage_parser("embed", "Embed one part (a contiguous slice of shards) of the dataset.", indexed=True)
+    parser = stage_parser("embed")
     ctx = context_from_args(parser.parse_args(list(argv)))
     from dynamics.stages.embed.run import embed_part
 

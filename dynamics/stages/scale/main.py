@@ -80,8 +80,7 @@ def scale_stage(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> b
 
 def main(argv: Sequence[str]) -> int:
     """Compute the sampling probabilities; a complete scale step is skipped."""
-    parser = stage_parser("scale", "Turn cluster sizes into per-cluster sampling probabilities and write the "
-                          "per-shard tables the trainer reads.")
+    parser = stage_parser("scale")
     ctx = context_from_args(parser.parse_args(list(argv)))
 
     scale_stage(ctx.spec, ctx.paths, ctx.storage)

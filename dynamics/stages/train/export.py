@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -46,6 +47,21 @@ def _final_checkpoint(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig
     return str(final)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _as_umask_allows(folder: Path) -> None:
+    """Give ``folder`` and its files the modes any new folder and file of the user gets (mkdtemp makes
+    0700, and a model folder is often shared with teammates)."""
+    mask = _umask()
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~mask)
+    folder.chmod(0o777 & ~mask)
+
+
 def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.StorageConfig) -> Path:
     """Write the final model of a finished run to ``out_dir`` (a new local folder); returns it."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -60,6 +76,7 @@ def export_model(spec: RunSpec, paths: RunPaths, out_dir: Path, cfg: storage.Sto
     try:
         (tmp / C.OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
         save_file(state, str(tmp / WEIGHTS), metadata={"checkpoint": uri, "run": spec.name})
+        _as_umask_allows(tmp)
         if out_dir.exists():
             out_dir.rmdir()
         tmp.rename(out_dir)

@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
     """Entry point of ``dynamics stage train``."""
     die_with_parent()  # torchrun puts workers in their own sessions: end with it, not as orphans
     setup_logging()
-    parser = stage_parser("train", "Train the OpenCLIP model through all phases (run under torchrun).")
+    parser = stage_parser("train")
     ctx = context_from_args(parser.parse_args(argv))
     if already_done(ctx.paths.train_marker, ctx.spec, Stage.TRAIN, ctx.storage):
         log.info("training already finished (%s exists); nothing to do", ctx.paths.train_marker)
