@@ -23,7 +23,7 @@ from dynamics.constants import Stage
 from dynamics.controller.decide import Observed, failed_stages, running_stages, vanished_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
-from dynamics.controller.resources import CONFIG_MAPS, EVENTS, PODS, RUN_RESOURCES
+from dynamics.controller.resources import BY_KIND, CONFIG_MAPS, EVENTS, JOBS, PODS, RUN_RESOURCES, Propagation
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
 from dynamics.controller.stuck import UNSCHEDULABLE, owned_pods, stuck_reason, stuck_signal
 from dynamics.errors import KubeError
@@ -308,10 +308,16 @@ def delete_run(
 ) -> int:
     """Delete the run ConfigMap and wait until it and every object of the run are gone.
 
-    Returns how many run objects (Jobs, PyTorchJobs, Services) existed when deletion started.
+    Objects the ConfigMap owns go by garbage collection; objects of the run it does not own (the
+    controller Job of a run installed with Helm, which Helm owns) are deleted here, or a resubmission
+    of the name would hit them. Returns how many run objects existed when deletion started.
     """
     objects, _ = list_run_objects(kube, run, skip_forbidden=True)
+    config_map = kube.get(CONFIG_MAPS, names.config_map(run))
     kube.delete(CONFIG_MAPS, names.config_map(run))
+    for obj in objects:
+        if config_map is None or not owned_by(obj, config_map):
+            kube.delete(BY_KIND[obj["kind"]], obj["metadata"]["name"], Propagation.BACKGROUND)
     deadline = time.monotonic() + timeout_s
     while (kube.get(CONFIG_MAPS, names.config_map(run)) is not None
            or list_run_objects(kube, run, skip_forbidden=True)[0]):
@@ -323,6 +329,17 @@ def delete_run(
             )
         sleep(interval_s)
     return len(objects)
+
+
+def leftover_controller(kube: Kube, run: str) -> Obj | None:
+    """The run's controller Job when it exists without the run's ConfigMap owning it (a Helm-installed
+    run's Job after ``dynamics cancel`` of an older version, or one left while its run is deleted)."""
+    config_map = kube.get(CONFIG_MAPS, names.config_map(run))
+    selector = f"{run_selector(run)},{C.LABEL_COMPONENT}={C.COMPONENT_CONTROLLER}"
+    for job in kube.list(JOBS, selector):
+        if config_map is None or not owned_by(job, config_map):
+            return job
+    return None
 
 
 def is_finished(status: RunStatus | None) -> bool:

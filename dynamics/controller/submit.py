@@ -14,8 +14,9 @@ from typing import TextIO
 
 from dynamics.controller.kube import Kube, KubeApiError, connect
 from dynamics.controller.report import describe_changes
+from dynamics.controller.resources import CONFIG_MAPS
 from dynamics.controller.run import Poll
-from dynamics.controller.runs import delete_run, read_run, with_owner
+from dynamics.controller.runs import delete_run, leftover_controller, read_run, with_owner
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError
 from dynamics.render import render_submission
@@ -43,16 +44,24 @@ def _create_config_map(kube: Kube, spec: RunSpec, config_map: Obj, *, replace: b
     return kube.create(config_map)
 
 
-def _create_controller(kube: Kube, spec: RunSpec, job: Obj) -> None:
+def _leftover_error(kube: Kube, spec: RunSpec, ref: str) -> KubeError:
+    return KubeError(
+        f"{ref} is left over from an earlier run {spec.name} in namespace {kube.namespace} (a run installed "
+        "with Helm has a controller Job that Helm owns, not the run)",
+        hint=f"`dynamics cancel {spec.name} -n {kube.namespace}` or `helm uninstall` of that release removes it; "
+        f"or delete it: kubectl delete -n {kube.namespace} {ref}")
+
+
+def _create_controller(kube: Kube, spec: RunSpec, job: Obj, config_map: Obj) -> None:
+    """Create the controller Job; if that fails, delete the ConfigMap just created, so that no run
+    without a controller is left behind (a later submission would find the name taken)."""
     try:
         kube.create(job)
-    except KubeApiError as err:
-        if err.status != 409:
-            raise
-        raise KubeError(
-            f"{object_ref(job)} is left over from an earlier run {spec.name} in namespace {kube.namespace}",
-            hint=f"wait for the garbage collector or delete it: kubectl delete -n {kube.namespace} {object_ref(job)}",
-        ) from err
+    except KubeError as err:
+        kube.delete(CONFIG_MAPS, config_map["metadata"]["name"])
+        if isinstance(err, KubeApiError) and err.status == 409:
+            raise _leftover_error(kube, spec, object_ref(job)) from err
+        raise
 
 
 def next_steps(spec: RunSpec, namespace: str) -> str:
@@ -79,8 +88,10 @@ def submit(
     if kube.namespace != spec.namespace:
         kube = kube.in_namespace(spec.namespace)
     config_map, controller = render_submission(spec)
+    if not replace and (leftover := leftover_controller(kube, spec.name)) is not None:
+        raise _leftover_error(kube, spec, object_ref(leftover))
     created = _create_config_map(kube, spec, config_map, replace=replace, out=out)
-    _create_controller(kube, spec, with_owner(controller, created))
+    _create_controller(kube, spec, with_owner(controller, created), created)
     print(f"submitted run {spec.name} to namespace {kube.namespace} at {kube.endpoint.describe()}", file=out)
     print(next_steps(spec, kube.namespace), file=out, flush=True)
     if not wait:

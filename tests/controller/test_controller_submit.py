@@ -213,3 +213,26 @@ def test_printed_log_command_works_with_real_kubectl_and_many_pods(h: Harness) -
     assert sum("embed: part done" in line for line in lines) == 10
     assert any("controller: running" in line for line in lines)
     assert all(line.startswith("[pod/") for line in lines)
+
+
+def test_cancel_and_resubmit_of_a_helm_installed_run(h: Harness) -> None:
+    """Issue 20 item 14: a run installed with Helm has a controller Job that Helm owns, not the run
+    ConfigMap. `dynamics cancel` removes it too, and a submission that finds one left over refuses
+    before creating anything. (Before: cancel waited out its timeout on the Job, and a resubmission
+    created an orphan ConfigMap, then failed with 409 on the Job.)"""
+    from dynamics.controller.status import cancel_run
+    from dynamics.render import render_submission
+
+    spec = make_spec()
+    kube = h.kube()
+    config_map, controller = render_submission(spec)  # what `helm install` creates, unowned
+    kube.create(config_map)
+    kube.create(controller)
+    out = io.StringIO()
+    assert cancel_run(kube, RUN, out, timeout_s=10, interval_s=0.02) == 0
+    assert kube.get(JOBS, controller["metadata"]["name"]) is None and kube.get(CONFIG_MAPS, RUN) is None
+    kube.create(controller)  # left over, e.g. a release deleted with its ConfigMap only
+    with pytest.raises(KubeError) as err:
+        submit(spec, kube=kube, out=io.StringIO())
+    assert "is left over from an earlier run" in err.value.message and "dynamics cancel" in (err.value.hint or "")
+    assert kube.get(CONFIG_MAPS, RUN) is None  # nothing created
