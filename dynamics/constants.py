@@ -23,6 +23,9 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 # Stage objects written by `--output-dir --with-stages`: suspended, for review only.
 LABEL_REVIEW = f"{API_GROUP}/review"
 REVIEW_SUSPENDED = "suspended"
+# Trainer pods (kubernetes.protectTrainers): Karpenter and the cluster autoscaler leave their nodes alone.
+ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 MANAGED_BY = "dynamics"
 
 # --- annotations ---

@@ -43,15 +43,16 @@ def _create_config_map(kube: Kube, spec: RunSpec, config_map: Obj, *, replace: b
     return kube.create(config_map)
 
 
-def _create_controller(kube: Kube, spec: RunSpec, job: Obj) -> None:
+def _create_owned(kube: Kube, spec: RunSpec, obj: Obj) -> None:
+    """One submission object after the ConfigMap (NetworkPolicies, the controller Job)."""
     try:
-        kube.create(job)
+        kube.create(obj)
     except KubeApiError as err:
         if err.status != 409:
             raise
         raise KubeError(
-            f"{object_ref(job)} is left over from an earlier run {spec.name} in namespace {kube.namespace}",
-            hint=f"wait for the garbage collector or delete it: kubectl delete -n {kube.namespace} {object_ref(job)}",
+            f"{object_ref(obj)} is left over from an earlier run {spec.name} in namespace {kube.namespace}",
+            hint=f"wait for the garbage collector or delete it: kubectl delete -n {kube.namespace} {object_ref(obj)}",
         ) from err
 
 
@@ -73,14 +74,16 @@ def submit(
     poll: Poll | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Submit the run (ConfigMap, then the controller Job owned by it); with ``wait``, follow it to the end."""
+    """Submit the run (ConfigMap, then its NetworkPolicies if any and the controller Job, owned by it); with
+    ``wait``, follow it to the end."""
     out = out or sys.stdout
     kube = kube or connect(context=context, namespace=spec.namespace)
     if kube.namespace != spec.namespace:
         kube = kube.in_namespace(spec.namespace)
-    config_map, controller = render_submission(spec)
+    config_map, *owned = render_submission(spec)
     created = _create_config_map(kube, spec, config_map, replace=replace, out=out)
-    _create_controller(kube, spec, with_owner(controller, created))
+    for obj in owned:
+        _create_owned(kube, spec, with_owner(obj, created))
     print(f"submitted run {spec.name} to namespace {kube.namespace} at {kube.endpoint.describe()}", file=out)
     print(next_steps(spec, kube.namespace), file=out, flush=True)
     if not wait:

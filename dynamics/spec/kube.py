@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from dynamics.spec.types import Model
+from dynamics.spec.types import Model, Quantity
 
 
 class Toleration(Model):
@@ -22,11 +22,36 @@ class Toleration(Model):
                                            "the taint appears.")
 
 
+class SecretKeyRef(Model):
+    """One key of an existing Secret in the run's namespace."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="Secret name.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key in the Secret.")
+
+
+class EnvSource(Model):
+    """Where an environment variable's value comes from (Kubernetes' ``valueFrom``; only Secrets)."""
+
+    secret_key_ref: SecretKeyRef = Field(description="A key of an existing Secret, e.g. {name: wandb, key: "
+                                         "api-key} for WANDB_API_KEY.")
+
+
 class EnvVar(Model):
-    """A literal environment variable (never put secrets here: use storage.credentialsSecret)."""
+    """An environment variable: a literal ``value`` (never a credential), or ``valueFrom.secretKeyRef``."""
 
     name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Environment variable name.")
-    value: str = Field(description="Its value (a literal: never a credential; those go in a Secret).")
+    value: str | None = Field(None, description="A literal value (never a credential: those come from a "
+                              "Secret through valueFrom).")
+    value_from: EnvSource | None = Field(None, description="The value from a Secret key (WANDB_API_KEY, "
+                                         "HF_TOKEN, ...): `kubectl create secret generic wandb "
+                                         "--from-literal=api-key=...`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(f"env {self.name}: give either value (a literal) or valueFrom.secretKeyRef, not "
+                             f"{'both' if self.value is not None else 'neither'}")
+        return self
 
 
 MIN_TTL_SECONDS = 300
@@ -38,6 +63,52 @@ class Placement(Model):
     node_selector: dict[str, str] | None = Field(None, description="Replaces kubernetes.nodeSelector.")
     tolerations: list[Toleration] | None = Field(None, description="Replaces kubernetes.tolerations.")
     affinity: dict[str, Any] | None = Field(None, description="Replaces kubernetes.affinity.")
+
+
+class PeerCidr(Model):
+    """Destinations allowed by CIDR (``ipBlock``), on the given ports."""
+
+    cidr: str = Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$", description="e.g. 10.0.0.0/8 or 52.216.0.0/15.")
+    ports: list[int] = Field(min_length=1, description="TCP ports.")
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= p <= 65535 for p in v):
+            raise ValueError("ports are 1-65535")
+        return v
+
+
+class NetworkPolicy(Model):
+    """NetworkPolicies the run needs in a namespace whose policies deny by default.
+
+    Rendered per run: every pod may resolve DNS (kube-system kube-dns, UDP/TCP 53) and reach S3 and the
+    other HTTPS endpoints (egress); trainer pods of the run reach each other on every port (NCCL,
+    rendezvous); the controller (and the helm test Pod) reach the API server."""
+
+    enabled: bool = Field(False, description="Render the run's NetworkPolicies (created with the run, owned "
+                          "by its ConfigMap).")
+    egress_ports: list[int] = Field([443, 80], description="TCP ports every pod of the run may reach anywhere "
+                                    "(S3, Hugging Face, W&B); add your S3 endpoint's port, e.g. 9000 for MinIO.")
+    egress_cidrs: list[PeerCidr] = Field(default_factory=list, description="Instead of egressPorts to "
+                                         "anywhere: only these CIDRs and ports (e.g. the S3 VPC endpoint's).")
+    api_server_ports: list[int] = Field([443, 6443], description="TCP ports of the API server as pods reach "
+                                        "it after the Service's DNAT (the endpoint's port, often 6443; 443 on "
+                                        "EKS and GKE).")
+    api_server_cidrs: list[str] = Field(default_factory=list, description="Limit the controller's API egress "
+                                        "to these CIDRs: the API server's endpoint IPs (`kubectl get "
+                                        "endpointslices -l kubernetes.io/service-name=kubernetes`), not the "
+                                        "Service's ClusterIP.")
+    dns_namespace: str = Field("kube-system", description="Namespace of the cluster DNS pods.")
+    dns_pod_labels: dict[str, str] = Field({"k8s-app": "kube-dns"}, description="Labels of the cluster DNS "
+                                           "pods (CoreDNS keeps k8s-app: kube-dns).")
+
+    @field_validator("egress_ports", "api_server_ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= p <= 65535 for p in v):
+            raise ValueError("ports are 1-65535")
+        return v
 
 
 class Kubernetes(Model):
@@ -91,3 +162,15 @@ class Kubernetes(Model):
     backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
     run_as_user: int = Field(1000, ge=1, description="Non-root UID (and GID) of every container (the "
                              "images' user is 1000).")
+    # --- issue 20: ephemeral storage, network policies, trainer disruption (kept apart for merging) ---
+    ephemeral_storage: Quantity = Field(
+        "20Gi", description="ephemeral-storage request and limit of every stage pod, and the sizeLimit of its "
+        "/tmp emptyDir (model downloads, checkpoint staging): a namespace ResourceQuota on ephemeral-storage "
+        "refuses pods without it. The kubelet evicts a pod that writes more.")
+    network_policy: NetworkPolicy = Field(
+        default_factory=NetworkPolicy, description="NetworkPolicies for a default-deny namespace "
+        "(off by default).")
+    protect_trainers: bool = Field(
+        True, description="Keep voluntary disruptions off the trainer pods: a PodDisruptionBudget "
+        "(maxUnavailable 0) and the karpenter.sh/do-not-disrupt and cluster-autoscaler safe-to-evict=false "
+        "annotations, so node drains, consolidation and scale-down wait for the training to end.")
