@@ -28,6 +28,13 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set on every namespace s
 COMPONENT_NETWORK = "network"
 # Pods that talk to the API server: the controller, and the chart's `helm test` Pod (component "test").
 API_CLIENT_COMPONENTS = (C.COMPONENT_CONTROLLER, "test")
+# Each policy's name suffix -> (the traffic directions it opens, what for): `dynamics doctor` names the
+# ones a default-deny namespace makes necessary.
+POLICIES: dict[str, tuple[frozenset[str], str]] = {
+    "egress": (frozenset({"Egress"}), "DNS and S3 from every pod"),
+    "trainers": (frozenset({"Ingress", "Egress"}), "NCCL and rendezvous between trainer pods"),
+    "api": (frozenset({"Egress"}), "the controller to the API server"),
+}
 
 
 def _policy(spec: RunSpec, suffix: str, selector: Obj, types: list[str], rules: Obj) -> Obj:

@@ -554,6 +554,7 @@ def test_defaults_configmap_is_a_partial_spec(tmp_path: Path) -> None:
         "nodeSelector": {"pool": "gpu"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
         "imagePullSecrets": ["regcred"],
+        "networkPolicy": {"enabled": True, "egressPorts": [443, 9000]},
     }
     [cm] = [o for o in template(tmp_path, values) if o["metadata"]["name"] == "dynamics-defaults"]
     defaults = yaml.safe_load(cm["data"]["defaults.yaml"])
@@ -565,6 +566,8 @@ def test_defaults_configmap_is_a_partial_spec(tmp_path: Path) -> None:
     assert spec.images.trainer == "registry.example/trainer:1.0"
     assert spec.kubernetes.tolerations[0].key == "nvidia.com/gpu"
     assert spec.kubernetes.image_pull_secrets == ["regcred"]
+    # Issue 20 item 13: the namespace's NetworkPolicy setting reaches every run submitted there.
+    assert spec.kubernetes.network_policy.enabled and spec.kubernetes.network_policy.egress_ports == [443, 9000]
 
 
 # --- NetworkPolicy (issue 20 item 13) ----------------------------------------------------------------------
