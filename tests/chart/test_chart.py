@@ -602,3 +602,20 @@ def test_network_policies_match_the_renderer(policy: dict, tmp_path: Path) -> No
     assert pod["metadata"]["labels"][expr["key"]] in expr["values"]
     raw["kubernetes"]["networkPolicy"] = {"enabled": False}
     assert not by_kind(template(tmp_path, {"run": raw}, namespace=spec.namespace), "NetworkPolicy")
+
+
+def test_namespace_install_lets_the_helm_test_pod_through(tmp_path: Path) -> None:
+    """networkPolicy.enabled at the namespace install: the `helm test` Pod (no run policies select it) gets
+    DNS and the API server, as a hook created before it."""
+    assert not by_kind(template(tmp_path), "NetworkPolicy")
+    objs = template(tmp_path, {"networkPolicy": {"enabled": True, "apiServerCidrs": ["10.0.0.1/32"]}})
+    [policy] = by_kind(objs, "NetworkPolicy")
+    [pod] = by_kind(objs, "Pod")
+    check_objects(objs)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert int(policy["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        pod["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+    dns, api = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}] and {p["port"] for p in api["ports"]} == {443, 6443}
+
