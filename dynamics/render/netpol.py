@@ -17,7 +17,6 @@ API server allowed before it can create anything.
 from __future__ import annotations
 
 from dynamics import constants as C
-from dynamics.constants import Stage
 from dynamics.render.pod import Obj, metadata
 from dynamics.render.train import trainer_selector
 from dynamics.spec.model import RunSpec
@@ -78,7 +77,7 @@ def network_policies(spec: RunSpec) -> list[Obj]:
     peers = [{"podSelector": trainers}]
     return [
         _policy(spec, "egress", run, ["Egress"], {"egress": _egress_rules(spec)}),
-        _policy(spec, f"{Stage.TRAIN.value}ers", trainers, ["Ingress", "Egress"],
+        _policy(spec, "trainers", trainers, ["Ingress", "Egress"],
                 {"ingress": [{"from": peers}], "egress": [{"to": peers}]}),
         _policy(spec, "api", api_clients, ["Egress"], {"egress": [api_rule]}),
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -55,6 +55,8 @@ class EnvVar(Model):
 
 
 MIN_TTL_SECONDS = 300
+Port = Annotated[int, Field(ge=1, le=65535)]
+Cidr = Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")]
 
 
 class Placement(Model):
@@ -68,15 +70,8 @@ class Placement(Model):
 class PeerCidr(Model):
     """Destinations allowed by CIDR (``ipBlock``), on the given ports."""
 
-    cidr: str = Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$", description="e.g. 10.0.0.0/8 or 52.216.0.0/15.")
-    ports: list[int] = Field(min_length=1, description="TCP ports.")
-
-    @field_validator("ports")
-    @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        if any(not 1 <= p <= 65535 for p in v):
-            raise ValueError("ports are 1-65535")
-        return v
+    cidr: Cidr = Field(description="e.g. 10.0.0.0/8 or 52.216.0.0/15.")
+    ports: list[Port] = Field(min_length=1, description="TCP ports.")
 
 
 class NetworkPolicy(Model):
@@ -88,27 +83,21 @@ class NetworkPolicy(Model):
 
     enabled: bool = Field(False, description="Render the run's NetworkPolicies (created with the run, owned "
                           "by its ConfigMap).")
-    egress_ports: list[int] = Field([443, 80], description="TCP ports every pod of the run may reach anywhere "
+    egress_ports: list[Port] = Field([443, 80], description="TCP ports every pod of the run may reach anywhere "
                                     "(S3, Hugging Face, W&B); add your S3 endpoint's port, e.g. 9000 for MinIO.")
     egress_cidrs: list[PeerCidr] = Field(default_factory=list, description="Instead of egressPorts to "
                                          "anywhere: only these CIDRs and ports (e.g. the S3 VPC endpoint's).")
-    api_server_ports: list[int] = Field([443, 6443], description="TCP ports of the API server as pods reach "
+    api_server_ports: list[Port] = Field([443, 6443], description="TCP ports of the API server as pods reach "
                                         "it after the Service's DNAT (the endpoint's port, often 6443; 443 on "
                                         "EKS and GKE).")
-    api_server_cidrs: list[str] = Field(default_factory=list, description="Limit the controller's API egress "
+    api_server_cidrs: list[Cidr] = Field(default_factory=list, description="Limit the controller's API egress "
                                         "to these CIDRs: the API server's endpoint IPs (`kubectl get "
                                         "endpointslices -l kubernetes.io/service-name=kubernetes`), not the "
                                         "Service's ClusterIP.")
-    dns_namespace: str = Field("kube-system", description="Namespace of the cluster DNS pods.")
+    dns_namespace: str = Field("kube-system", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63,
+                               description="Namespace of the cluster DNS pods.")
     dns_pod_labels: dict[str, str] = Field({"k8s-app": "kube-dns"}, description="Labels of the cluster DNS "
                                            "pods (CoreDNS keeps k8s-app: kube-dns).")
-
-    @field_validator("egress_ports", "api_server_ports")
-    @classmethod
-    def _ports(cls, v: list[int]) -> list[int]:
-        if any(not 1 <= p <= 65535 for p in v):
-            raise ValueError("ports are 1-65535")
-        return v
 
 
 class Kubernetes(Model):

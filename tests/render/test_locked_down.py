@@ -8,7 +8,6 @@ cannot work. Pure renders of the reference recipe: fast.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
@@ -86,7 +85,7 @@ def test_network_policies_are_off_by_default_and_take_cidrs() -> None:
     assert policies[f"{spec.name}-egress"]["egress"][1] == {
         "to": [{"ipBlock": {"cidr": "10.1.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 9000}]}
     assert policies[f"{spec.name}-api"]["egress"][0]["to"] == [{"ipBlock": {"cidr": "172.20.0.10/32"}}]
-    with pytest.raises(DynamicsError, match="ports"):
+    with pytest.raises(DynamicsError, match="egressPorts"):
         validate(recipe(networkPolicy={"enabled": True, "egressPorts": [0]}))
 
 
@@ -119,7 +118,6 @@ def test_env_takes_secret_references_and_refuses_literal_credentials() -> None:
         env = {e["name"]: e for e in tpl["spec"]["containers"][0]["env"]}
         assert env["WANDB_API_KEY"] == {"name": "WANDB_API_KEY", "valueFrom": ref}, name
         assert env["NCCL_DEBUG"] == {"name": "NCCL_DEBUG", "value": "WARN"}, name
-    assert "api-key" not in json.dumps(spec.model_dump()).replace('"key": "api-key"', "")
     data["kubernetes"]["env"] = [{"name": "HF_TOKEN", "value": "hf_abc"}]
     with pytest.raises(DynamicsError) as err:
         validate(data)
