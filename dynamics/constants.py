@@ -23,6 +23,9 @@ LABEL_KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 # Stage objects written by `--output-dir --with-stages`: suspended, for review only.
 LABEL_REVIEW = f"{API_GROUP}/review"
 REVIEW_SUSPENDED = "suspended"
+# Trainer pods (kubernetes.protectTrainers): Karpenter and the cluster autoscaler leave their nodes alone.
+ANNOTATION_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 MANAGED_BY = "dynamics"
 
 # --- annotations ---
@@ -111,3 +114,8 @@ TRAIN_PORT = 29500
 # --- namespace defaults (written by the Helm chart's namespace install, read by dynamics-submit) ---
 DEFAULTS_CONFIG_MAP = "dynamics-defaults"
 DEFAULTS_KEY = "defaults.yaml"
+
+# --output-dir --with-stages: stage objects for review only, where `kubectl apply -f DIR` (even -R),
+# Argo CD and Flux do not pick them up (they read *.yaml, *.yml and *.json).
+REVIEW_DIR = "review-only"
+REVIEW_SUFFIX = ".review"

@@ -20,7 +20,8 @@ examples:
   dynamics-submit spec.yaml --dry-run            print every object of the run as YAML
   dynamics-submit spec.yaml --output-dir out/    write what submit creates: ConfigMap + controller Job (GitOps)
   dynamics-submit spec.yaml --output-dir out/ --with-stages
-                                                 also every stage's objects, suspended, for review
+                                                 also every stage's objects, for review only, in
+                                                 out/review-only/*.yaml.review (kubectl apply skips them)
   dynamics-submit spec.yaml                      create the run in the current kubectl context
   dynamics-submit spec.yaml --local              run every stage here, as local processes (CPU)
   dynamics-submit spec.yaml --local --set sample.alpha=0.5 --set name=a05
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the rendered objects, submit nothing")
     mode.add_argument("--output-dir", type=Path, metavar="DIR",
-                      help="write what submit creates (run ConfigMap + controller Job), one YAML file each")
+                      help="write what submit creates (run ConfigMap, NetworkPolicies, controller Job), one YAML "
+                   "file each")
     mode.add_argument("--helm-values", action="store_true",
                       help="print the resolved spec as Helm values (`helm install NAME charts/dynamics -f -`)")
     mode.add_argument("--local", action="store_true",
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip checking that the shards and eval files exist (e.g. only the cluster reaches them)")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--with-stages", action="store_true",
-                   help="--output-dir: also write every stage's objects, suspended and labelled "
-                   f"{C.LABEL_REVIEW}={C.REVIEW_SUSPENDED} (for review; applying them starts nothing)")
+                   help=f"--output-dir: also write every stage's objects for review only, to DIR/{C.REVIEW_DIR}/"
+                   f"*.yaml{C.REVIEW_SUFFIX} (never applied: the controller creates them), suspended, without the "
+                   f"Kueue queue label and labelled {C.LABEL_REVIEW}={C.REVIEW_SUSPENDED}")
     p.add_argument("--namespace-defaults", action="store_true",
                    help="--helm-values/--dry-run/--output-dir: fill unset fields from the namespace's "
                    f"{C.DEFAULTS_CONFIG_MAP} ConfigMap, as a submission does (needs cluster access)")
@@ -92,10 +95,15 @@ def run_submit(argv: Sequence[str]) -> int:
         sys.stdout.write(helm_values_yaml(spec))
         return 0
     if args.output_dir:
-        stages = _stage_objects(spec, review=True) if args.with_stages else []
-        written = write_dir(render_submission(spec) + stages, args.output_dir)
-        print(f"wrote {len(written)} objects to {args.output_dir}/"
-              + (f" ({len(stages)} stage objects suspended for review)" if stages else ""))
+        written = write_dir(render_submission(spec), args.output_dir)
+        print(f"wrote {len(written)} objects to {args.output_dir}/")
+        if args.with_stages:
+            from dynamics.render.review import write_review
+
+            review = write_review(_stage_objects(spec, review=True), args.output_dir)
+            print(f"wrote {len(review)} stage objects for review only to {args.output_dir / C.REVIEW_DIR}/ "
+                  f"(*.yaml{C.REVIEW_SUFFIX}: `kubectl apply -f {args.output_dir}` skips them; the controller "
+                  "creates them)")
         return 0
     from dynamics.local.runner import run_local
 

@@ -2,8 +2,8 @@
 
 Cluster: API reachable; RBAC (one SelfSubjectAccessReview per permission the run needs); the
 PyTorchJob CRD when the trainer is launched as a PyTorchJob; nodes with enough ``nvidia.com/gpu``;
-the S3 credentials Secret. Storage (with a spec): the work directory readable and writable, and the
-shard pattern resolving to existing shards.
+the S3 credentials Secret; a default-deny NetworkPolicy without the run's own policies. Storage (with a
+spec): the work directory readable and writable, and the shard pattern resolving to existing shards.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import TextIO
 
 from dynamics.controller.decide import needs_pytorchjob
 from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Permission
-from dynamics.controller.resources import NAMESPACES, NODES, PYTORCHJOBS, SECRETS
+from dynamics.controller.resources import NAMESPACES, NETWORK_POLICIES, NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
+from dynamics.render.netpol import POLICIES
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
 from dynamics.storage import objects as storage
@@ -223,13 +224,66 @@ def check_shards(spec: RunSpec) -> Check:
     return Check("shards", Verdict.PASS, f"all {len(urls)} shards of {spec.data.shards} exist")
 
 
+def _policy_types(policy: dict) -> set[str]:
+    """The directions a NetworkPolicy applies to (an unset policyTypes: Ingress, plus Egress with egress rules)."""
+    spec = policy.get("spec") or {}
+    return set(spec.get("policyTypes") or ["Ingress", *(["Egress"] if spec.get("egress") else [])])
+
+
+def default_denied(policies: list[dict]) -> dict[str, list[str]]:
+    """Direction -> names of the policies that deny it to every pod (empty podSelector, the direction in
+    policyTypes and no rules for it). Pure."""
+    out: dict[str, list[str]] = {}
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        selector = spec.get("podSelector") or {}
+        if selector.get("matchLabels") or selector.get("matchExpressions"):
+            continue  # selects some pods only
+        for direction in sorted(_policy_types(policy)):
+            if not spec.get(direction.lower()):
+                out.setdefault(direction, []).append(policy["metadata"]["name"])
+    return out
+
+
+def network_policy_check(policies: list[dict], spec: RunSpec | None, namespace: str) -> Check:
+    """Whether a default-deny namespace lets the run's traffic through. Pure."""
+    denied = default_denied(policies)
+    if not denied:
+        return Check("NetworkPolicy", Verdict.PASS, f"no default-deny NetworkPolicy in namespace {namespace}")
+    which = "; ".join(f"{d} by {', '.join(names)}" for d, names in sorted(denied.items()))
+    fix = "set kubernetes.networkPolicy.enabled: true in the run spec (README: NetworkPolicy)"
+    if spec is None:
+        return Check("NetworkPolicy", Verdict.WARN, f"namespace {namespace} denies {which}: runs need their "
+                     "NetworkPolicies", fix)
+    needed = [f"{spec.name}-{suffix} ({why})" for suffix, (directions, why) in POLICIES.items()
+              if directions & denied.keys() and (suffix != "trainers" or spec.train.nodes > 1)]
+    if spec.kubernetes.network_policy.enabled:
+        return Check("NetworkPolicy", Verdict.PASS, f"namespace {namespace} denies {which}; the run brings "
+                     f"its own NetworkPolicies ({', '.join(n.split(' ')[0] for n in needed)})")
+    return Check("NetworkPolicy", Verdict.FAIL, f"namespace {namespace} denies {which}, and the run has no "
+                 f"NetworkPolicies: missing {'; '.join(needed)}", fix)
+
+
+def check_network_policy(kube: Kube, spec: RunSpec | None) -> Check:
+    """A default-deny namespace (a NetworkPolicy selecting every pod with no rules) and the run's policies."""
+    try:
+        policies = kube.list(NETWORK_POLICIES)
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return Check("NetworkPolicy", Verdict.WARN, f"cannot list NetworkPolicies in {kube.namespace}; a "
+                     "default-deny namespace is not checked",
+                     "with default-deny policies set kubernetes.networkPolicy.enabled: true")
+    return network_policy_check(policies, spec, kube.namespace)
+
+
 def cluster_checks(kube: Kube, spec: RunSpec | None) -> list[Check]:
     """The cluster checks; later ones are skipped when the API cannot be reached."""
     api = check_api(kube)
     if api.verdict is Verdict.FAIL:
         return [api, Check("cluster checks", Verdict.SKIP, "the API server is not reachable")]
     checks: list[Callable[[Kube, RunSpec | None], Check]] = [
-        check_rbac, check_crd, check_pod_security, check_gpus, check_secret,
+        check_rbac, check_crd, check_pod_security, check_gpus, check_secret, check_network_policy,
     ]
     return [api, *(check(kube, spec) for check in checks)]
 

@@ -73,9 +73,13 @@ NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 JOBS = Resource("batch", "v1", "jobs", "Job")
 PYTORCHJOBS = Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob")
+NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 ACCESS_REVIEWS = Resource(
     "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False
 )
-BY_KIND: dict[str, Resource] = {r.kind: r for r in (CONFIG_MAPS, SERVICES, PODS, EVENTS, JOBS, PYTORCHJOBS)}
-# What a run consists of besides its ConfigMap: listed by label to observe (and count) the run.
-RUN_RESOURCES: tuple[Resource, ...] = (JOBS, PYTORCHJOBS, SERVICES)
+BY_KIND: dict[str, Resource] = {r.kind: r for r in (CONFIG_MAPS, SERVICES, PODS, EVENTS, JOBS, PYTORCHJOBS,
+                                                     NETWORK_POLICIES, POD_DISRUPTION_BUDGETS)}
+# What a run consists of besides its ConfigMap: listed by label to observe (and count) the run. The
+# NetworkPolicies (submission) and the trainers' PodDisruptionBudget (train stage) are run objects too.
+RUN_RESOURCES: tuple[Resource, ...] = (JOBS, PYTORCHJOBS, SERVICES, NETWORK_POLICIES, POD_DISRUPTION_BUDGETS)

@@ -52,16 +52,18 @@ def _leftover_error(kube: Kube, spec: RunSpec, ref: str) -> KubeError:
         f"or delete it: kubectl delete -n {kube.namespace} {ref}")
 
 
-def _create_controller(kube: Kube, spec: RunSpec, job: Obj, config_map: Obj) -> None:
-    """Create the controller Job; if that fails, delete the ConfigMap just created, so that no run
-    without a controller is left behind (a later submission would find the name taken)."""
-    try:
-        kube.create(job)
-    except KubeError as err:
-        kube.delete(CONFIG_MAPS, config_map["metadata"]["name"])
-        if isinstance(err, KubeApiError) and err.status == 409:
-            raise _leftover_error(kube, spec, object_ref(job)) from err
-        raise
+def _create_owned(kube: Kube, spec: RunSpec, objects: list[Obj], config_map: Obj) -> None:
+    """The submission's objects after the ConfigMap (NetworkPolicies, the controller Job), owned by
+    it; if one cannot be created, delete the ConfigMap just created (and so, by garbage collection,
+    the others), so that no run without a controller is left behind to block the name."""
+    for obj in objects:
+        try:
+            kube.create(with_owner(obj, config_map))
+        except KubeError as err:
+            kube.delete(CONFIG_MAPS, config_map["metadata"]["name"])
+            if isinstance(err, KubeApiError) and err.status == 409:
+                raise _leftover_error(kube, spec, object_ref(obj)) from err
+            raise
 
 
 def next_steps(spec: RunSpec, namespace: str) -> str:
@@ -82,16 +84,17 @@ def submit(
     poll: Poll | None = None,
     out: TextIO | None = None,
 ) -> int:
-    """Submit the run (ConfigMap, then the controller Job owned by it); with ``wait``, follow it to the end."""
+    """Submit the run (ConfigMap, then its NetworkPolicies if any and the controller Job, owned by it); with
+    ``wait``, follow it to the end."""
     out = out or sys.stdout
     kube = kube or connect(context=context, namespace=spec.namespace)
     if kube.namespace != spec.namespace:
         kube = kube.in_namespace(spec.namespace)
-    config_map, controller = render_submission(spec)
+    config_map, *owned = render_submission(spec)
     if not replace and (leftover := leftover_controller(kube, spec.name)) is not None:
         raise _leftover_error(kube, spec, object_ref(leftover))
     created = _create_config_map(kube, spec, config_map, replace=replace, out=out)
-    _create_controller(kube, spec, with_owner(controller, created), created)
+    _create_owned(kube, spec, owned, created)
     print(f"submitted run {spec.name} to namespace {kube.namespace} at {kube.endpoint.describe()}", file=out)
     print(next_steps(spec, kube.namespace), file=out, flush=True)
     if not wait:

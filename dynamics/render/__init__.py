@@ -12,6 +12,7 @@ import hashlib
 from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.render.jobs import assign_job, cluster_fit_job, controller_job, embed_job, eval_job, scale_job
+from dynamics.render.netpol import network_policies
 from dynamics.render.pod import Obj, metadata
 from dynamics.render.train import train_objects
 from dynamics.spec import names
@@ -52,8 +53,9 @@ def render_stage(spec: RunSpec, stage: Stage) -> list[Obj]:
 
 
 def render_submission(spec: RunSpec) -> list[Obj]:
-    """What `dynamics-submit` creates: the run ConfigMap and the controller Job, nothing else."""
-    return [render_config_map(spec), controller_job(spec)]
+    """What `dynamics-submit` creates: the run ConfigMap, the run's NetworkPolicies (when enabled: the
+    controller needs its API egress before it starts) and the controller Job, nothing else."""
+    return [render_config_map(spec), *network_policies(spec), controller_job(spec)]
 
 
 def render(spec: RunSpec) -> list[Obj]:

@@ -12,7 +12,7 @@ from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.spec import names
 from dynamics.spec.fingerprint import fingerprints
-from dynamics.spec.model import Resources, RunSpec
+from dynamics.spec.model import EnvVar, Resources, RunSpec
 
 Obj = dict[str, Any]
 
@@ -20,6 +20,7 @@ SPEC_VOLUME = "spec"
 SCRATCH_VOLUME = "scratch"
 SHM_VOLUME = "dshm"
 GPU_RESOURCE = "nvidia.com/gpu"
+EPHEMERAL_STORAGE = "ephemeral-storage"
 SCRATCH_DIR = "/tmp"
 
 
@@ -53,12 +54,14 @@ def metadata(spec: RunSpec, name: str, component: str, *, workload: bool = False
     }
 
 
-def pod_metadata(spec: RunSpec, component: str) -> Obj:
-    """A pod template's metadata: the run's labels plus the spec's extra pod labels and annotations."""
+def pod_metadata(spec: RunSpec, component: str, annotations: dict[str, str] | None = None) -> Obj:
+    """A pod template's metadata: the run's labels plus the spec's extra pod labels and annotations
+    (``annotations``: the renderer's own, which the spec's may override)."""
     k = spec.kubernetes
     out: Obj = {"labels": {**k.pod_labels, **labels(spec, component)}}
-    if k.pod_annotations:
-        out["annotations"] = dict(k.pod_annotations)
+    merged = {**(annotations or {}), **k.pod_annotations}
+    if merged:
+        out["annotations"] = merged
     return out
 
 
@@ -103,14 +106,23 @@ def env(spec: RunSpec) -> list[Obj]:
         for env_name, key in ((C.ENV_AWS_KEY_ID, C.SECRET_KEY_ID), (C.ENV_AWS_SECRET, C.SECRET_ACCESS_KEY)):
             out.append({"name": env_name,
                         "valueFrom": {"secretKeyRef": {"name": storage.credentials_secret, "key": key}}})
-    out += [{"name": e.name, "value": e.value} for e in spec.kubernetes.env]
+    out += [env_var(e) for e in spec.kubernetes.env]
     return out
 
 
-def resources(res: Resources, gpus: int = 0, extra: dict[str, int] | None = None) -> Obj:
-    """Requests = limits (Guaranteed QoS for the heavy stages); GPUs as nvidia.com/gpu."""
-    limits: Obj = {"cpu": res.cpu, "memory": res.memory}
-    requests: Obj = {"cpu": res.cpu, "memory": res.memory}
+def env_var(var: EnvVar) -> Obj:
+    """One ``kubernetes.env`` entry as a container env entry: a literal, or a Secret key reference."""
+    if var.value_from is not None:
+        ref = var.value_from.secret_key_ref
+        return {"name": var.name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    return {"name": var.name, "value": var.value}
+
+
+def resources(res: Resources, gpus: int = 0, extra: dict[str, int] | None = None, *, ephemeral: str) -> Obj:
+    """Requests = limits (Guaranteed QoS for the heavy stages); GPUs as nvidia.com/gpu; ephemeral-storage
+    too (a ResourceQuota on it refuses pods without it, and the kubelet evicts a pod beyond its limit)."""
+    limits: Obj = {"cpu": res.cpu, "memory": res.memory, EPHEMERAL_STORAGE: ephemeral}
+    requests: Obj = {"cpu": res.cpu, "memory": res.memory, EPHEMERAL_STORAGE: ephemeral}
     if gpus:
         limits[GPU_RESOURCE] = gpus
         requests[GPU_RESOURCE] = gpus
@@ -120,12 +132,13 @@ def resources(res: Resources, gpus: int = 0, extra: dict[str, int] | None = None
     return {"requests": requests, "limits": limits}
 
 
-def volumes(spec: RunSpec, shm_size: str | None = None) -> tuple[list[Obj], list[Obj]]:
-    """(volumes, mounts): the resolved spec, a scratch dir, and optionally /dev/shm in memory."""
+def volumes(spec: RunSpec, shm_size: str | None = None, *, scratch: str | None = None) -> tuple[list[Obj], list[Obj]]:
+    """(volumes, mounts): the resolved spec, a scratch dir of at most ``scratch`` (default
+    kubernetes.ephemeralStorage), and optionally /dev/shm in memory."""
     vols: list[Obj] = [
         {"name": SPEC_VOLUME, "configMap": {"name": names.config_map(spec.name),
                                             "items": [{"key": C.CONFIG_SPEC_KEY, "path": C.CONFIG_SPEC_KEY}]}},
-        {"name": SCRATCH_VOLUME, "emptyDir": {}},
+        {"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": scratch or spec.kubernetes.ephemeral_storage}},
     ]
     mounts: list[Obj] = [
         {"name": SPEC_VOLUME, "mountPath": C.SPEC_MOUNT_DIR, "readOnly": True},

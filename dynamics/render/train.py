@@ -17,7 +17,8 @@ def _train_container(spec: RunSpec, command: list[str], ports: list[Obj] | None 
     t = spec.train
     vols, mounts = volumes(spec, t.shm_size)
     ctr = container(spec, name=C.PYTORCH_CONTAINER, image=spec.images.trainer, command=command,
-                    res=resources(t.resources, t.gpus_per_node, t.extra_resources), mounts=mounts, ports=ports)
+                    res=resources(t.resources, t.gpus_per_node, t.extra_resources,
+                                  ephemeral=spec.kubernetes.ephemeral_storage), mounts=mounts, ports=ports)
     pin_fingerprint(spec, ctr, Stage.TRAIN)
     return ctr, vols
 
@@ -27,8 +28,7 @@ def _spread(spec: RunSpec, pod: Obj) -> None:
     affinity = dict(pod.get("affinity") or {})
     if not spec.train.spread_nodes or spec.train.nodes < 2 or "podAntiAffinity" in affinity:
         return
-    term = {"topologyKey": "kubernetes.io/hostname",
-            "labelSelector": {"matchLabels": {C.LABEL_RUN: spec.name, C.LABEL_STAGE: Stage.TRAIN.value}}}
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": trainer_selector(spec)}}
     affinity["podAntiAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [
         {"weight": 100, "podAffinityTerm": term}]}
     pod["affinity"] = affinity
@@ -39,7 +39,32 @@ def _template(spec: RunSpec, ctr: Obj, vols: list[Obj], restart_policy: str) -> 
     _spread(spec, pod)
     if spec.train.gang_scheduler:
         pod["schedulerName"] = spec.train.gang_scheduler
-    return {"metadata": pod_metadata(spec, Stage.TRAIN.value), "spec": pod}
+    return {"metadata": pod_metadata(spec, Stage.TRAIN.value, trainer_annotations(spec)), "spec": pod}
+
+
+def trainer_annotations(spec: RunSpec) -> dict[str, str]:
+    """Karpenter's and the cluster autoscaler's opt-outs: a multi-day training must not lose a node to
+    consolidation or scale-down (each loss restarts every trainer from the last checkpoint)."""
+    if not spec.kubernetes.protect_trainers:
+        return {}
+    return {C.ANNOTATION_DO_NOT_DISRUPT: "true", C.ANNOTATION_SAFE_TO_EVICT: "false"}
+
+
+def trainer_selector(spec: RunSpec) -> dict[str, str]:
+    """Labels every trainer pod of the run carries (both launchers)."""
+    return {C.LABEL_RUN: spec.name, C.LABEL_STAGE: Stage.TRAIN.value}
+
+
+def disruption_budget(spec: RunSpec) -> Obj:
+    """policy/v1 PodDisruptionBudget: no voluntary eviction (node drain, Karpenter) of a running trainer.
+    A pod that is not Ready may still be evicted (``AlwaysAllow``), so a broken trainer never blocks a drain."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(spec, names.stage_job(spec.name, Stage.TRAIN), Stage.TRAIN.value),
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": trainer_selector(spec)},
+                 "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+    }
 
 
 def pytorchjob(spec: RunSpec) -> Obj:
@@ -107,7 +132,7 @@ def indexed_trainer(spec: RunSpec) -> list[Obj]:
             "clusterIP": "None",
             # Rendezvous must resolve before pods are Ready.
             "publishNotReadyAddresses": True,
-            "selector": {C.LABEL_RUN: spec.name, C.LABEL_STAGE: Stage.TRAIN.value},
+            "selector": trainer_selector(spec),
             "ports": [{"name": "c10d", "port": C.TRAIN_PORT, "targetPort": C.TRAIN_PORT}],
         },
     }
@@ -121,7 +146,8 @@ def indexed_trainer(spec: RunSpec) -> list[Obj]:
 
 
 def train_objects(spec: RunSpec) -> list[Obj]:
-    """The train stage's objects for the configured launcher."""
+    """The train stage's objects for the configured launcher (after the PodDisruptionBudget, if any)."""
+    pdb = [disruption_budget(spec)] if spec.kubernetes.protect_trainers else []
     if spec.train.launcher is Launcher.PYTORCHJOB:
-        return [pytorchjob(spec)]
-    return indexed_trainer(spec)
+        return [*pdb, pytorchjob(spec)]
+    return [*pdb, *indexed_trainer(spec)]

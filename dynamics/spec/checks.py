@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from dynamics import constants as C
 from dynamics.spec import names, registry
 from dynamics.spec.types import MAX_NAME, EmbedBackend, Launcher
 from dynamics.storage import layout
@@ -140,6 +141,10 @@ _USE_A_SECRET = ("remove it and keep credentials in a Secret: `kubectl create se
                  "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...`, then set "
                  "storage.credentialsSecret: s3-creds")
 
+_ENV_FROM_SECRET = ("keep it in a Secret and reference it: `kubectl create secret generic mysecret "
+                    "--from-literal=value=...`, then `- name: {0}` with `valueFrom: {{secretKeyRef: {{name: mysecret, "
+                    "key: value}}}}` (S3 keys: storage.credentialsSecret)")
+
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
     if isinstance(value, str):
@@ -155,8 +160,8 @@ def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
 def _credentials(spec: RunSpec) -> list[Problem]:
     """Literal credentials would be rendered in plain text into the run ConfigMap and every pod."""
     out = [Problem(f"kubernetes.env[{i}]", f"{e.name} looks like a credential given as a literal value "
-                   "(it would be readable in the run's ConfigMap and every pod)", _USE_A_SECRET)
-           for i, e in enumerate(spec.kubernetes.env) if _SECRET_NAME.search(e.name)]
+                   "(it would be readable in the run's ConfigMap and every pod)", _ENV_FROM_SECRET.format(e.name))
+           for i, e in enumerate(spec.kubernetes.env) if e.value is not None and _SECRET_NAME.search(e.name)]
     for path, text in _strings(spec.model_dump(mode="json", by_alias=True), ""):
         if _URL_USERINFO.search(text):
             out.append(Problem(path, "contains a user name and password in a URL", _USE_A_SECRET))
@@ -181,11 +186,26 @@ def _train_options(spec: RunSpec) -> list[Problem]:
     return out
 
 
+def _rdma(spec: RunSpec) -> list[Problem]:
+    """An RDMA device on the published trainer image does nothing: it has no rdma-core (libibverbs), so
+    NCCL finds no IB transport and silently trains over TCP sockets while holding the HCA."""
+    rdma = sorted(k for k in spec.train.extra_resources if k.split("/")[0].startswith("rdma"))
+    if not rdma or not spec.images.trainer.startswith(f"{C.DEFAULT_IMAGE_REGISTRY}/dynamics-trainer:"):
+        return []
+    return [Problem("train.extraResources", f"{', '.join(rdma)} needs a trainer image with rdma-core "
+                    "(libibverbs); the published image has none, so NCCL would use TCP sockets",
+                    "build images.trainer FROM the published one with rdma-core installed, and run in a "
+                    "namespace whose Pod Security allows what your RDMA plugin needs (IPC_LOCK or an unlimited "
+                    "memlock: 'baseline', not 'restricted'); or remove extraResources and train over TCP "
+                    "(NCCL sockets; set NCCL_SOCKET_IFNAME in kubernetes.env)")]
+
+
 def cross_check(spec: RunSpec) -> None:
     """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
     problems = [
         *_name_length(spec), *_model(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
         *_embed(spec), *_cluster(spec), *_phases(spec), *_train_options(spec), *_credentials(spec),
+        *_rdma(spec),
     ]
     if problems:
         raise CrossFieldErrors(problems)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from dynamics.spec.types import Model
+from dynamics.spec.network import NetworkPolicy
+from dynamics.spec.types import Model, Quantity
 
 
 class Toleration(Model):
@@ -23,11 +24,36 @@ class Toleration(Model):
                                            "the taint appears.")
 
 
+class SecretKeyRef(Model):
+    """One key of an existing Secret in the run's namespace."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="Secret name.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="Key in the Secret.")
+
+
+class EnvSource(Model):
+    """Where an environment variable's value comes from (Kubernetes' ``valueFrom``; only Secrets)."""
+
+    secret_key_ref: SecretKeyRef = Field(description="A key of an existing Secret, e.g. {name: wandb, key: "
+                                         "api-key} for WANDB_API_KEY.")
+
+
 class EnvVar(Model):
-    """A literal environment variable (never put secrets here: use storage.credentialsSecret)."""
+    """An environment variable: a literal ``value`` (never a credential), or ``valueFrom.secretKeyRef``."""
 
     name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="Environment variable name.")
-    value: str = Field(description="Its value (a literal: never a credential; those go in a Secret).")
+    value: str | None = Field(None, description="A literal value (never a credential: those come from a "
+                              "Secret through valueFrom).")
+    value_from: EnvSource | None = Field(None, description="The value from a Secret key (WANDB_API_KEY, "
+                                         "HF_TOKEN, ...): `kubectl create secret generic wandb "
+                                         "--from-literal=api-key=...`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(f"env {self.name}: give either value (a literal) or valueFrom.secretKeyRef, not "
+                             f"{'both' if self.value is not None else 'neither'}")
+        return self
 
 
 MIN_TTL_SECONDS = 300
@@ -103,3 +129,15 @@ class Kubernetes(Model):
     backoff_limit: int = Field(3, ge=0, description="Retries for single-pod Jobs and the trainer.")
     run_as_user: int = Field(1000, ge=1, description="Non-root UID (and GID) of every container (the "
                              "images' user is 1000).")
+    # --- issue 20: ephemeral storage, network policies, trainer disruption (kept apart for merging) ---
+    ephemeral_storage: Quantity = Field(
+        "20Gi", description="ephemeral-storage request and limit of every stage pod, and the sizeLimit of its "
+        "/tmp emptyDir (model downloads, checkpoint staging): a namespace ResourceQuota on ephemeral-storage "
+        "refuses pods without it. The kubelet evicts a pod that writes more.")
+    network_policy: NetworkPolicy = Field(
+        default_factory=NetworkPolicy, description="NetworkPolicies for a default-deny namespace "
+        "(off by default).")
+    protect_trainers: bool = Field(
+        True, description="Keep voluntary disruptions off the trainer pods: a PodDisruptionBudget "
+        "(maxUnavailable 0) and the karpenter.sh/do-not-disrupt and cluster-autoscaler safe-to-evict=false "
+        "annotations, so node drains, consolidation and scale-down wait for the training to end.")

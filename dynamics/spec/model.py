@@ -144,7 +144,17 @@ class Cluster(Model):
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the cluster-fit pod (0 = CPU faiss).")
     assign_parallelism: int = Field(8, ge=1, description="Assign pods running at once.")
     resources: Resources = Field(Resources(cpu="16", memory="128Gi"),
-                                 description="CPU/memory of the cluster-fit, assign and scale pods.")
+                                 description="CPU/memory of the cluster-fit pod.")
+    assign_resources: Resources = Field(Resources(cpu="4", memory="32Gi"), description="CPU/memory of each "
+                                        "assign pod (a nearest-centroid lookup of one embed part: its vectors "
+                                        "and the kept centroids fit in a few GiB).")
+    assign_gpus: int | None = Field(None, ge=0, le=8, description="GPUs per assign pod (0 = CPU); default "
+                                    "cluster.gpus.")
+
+    @property
+    def assign_gpu_count(self) -> int:
+        """GPUs of each assign pod: its own setting, else cluster-fit's."""
+        return self.gpus if self.assign_gpus is None else self.assign_gpus
 
 
 class Sample(Model):

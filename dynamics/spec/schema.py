@@ -25,6 +25,7 @@ from pydantic import Field
 
 from dynamics import constants as C
 from dynamics.render.jobs import CONTROLLER_RESOURCES
+from dynamics.spec.kube import NetworkPolicy
 from dynamics.spec.loader import json_schema, resolved_dict
 from dynamics.spec.model import DNS_LABEL, MAX_NAME, Cluster, Embed, Model, Resources, RunSpec, Toleration, Train
 
@@ -126,6 +127,8 @@ class ChartValues(Model):
     check_prerequisites: bool = Field(
         True, description="Fail when a run needs the PyTorchJob CRD and the cluster lacks it.")
     test: TestValues = TestValues()
+    network_policy: NetworkPolicy = Field(
+        NetworkPolicy(), description="The namespace's default kubernetes.networkPolicy for runs submitted here.")
     run: dict[str, Any] | None = Field(None, description="A run spec: when set, this release is a run.")
 
 

@@ -115,7 +115,9 @@ class Train(Model):
                                "pods are refused in namespaces enforcing the baseline or restricted Pod Security "
                                "Standard.")
     extra_resources: dict[str, int] = Field(
-        default_factory=dict, description="Extra per-pod resources, e.g. {'rdma/ib': 1}."
+        default_factory=dict, description="Extra per-pod resources of the trainer, e.g. {'rdma/ib': 1} for an RDMA "
+        "device plugin's HCAs. InfiniBand/RoCE also needs a trainer image with rdma-core (the published one has "
+        "none: refused with it) and a namespace allowing IPC_LOCK or unlimited memlock (not 'restricted')."
     )
     backoff_limit: int = Field(20, ge=0, description="Restarts of trainer pods (all pods counted together) before "
                                "the training workload fails; each restart resumes from the latest checkpoint. "

@@ -35,7 +35,7 @@ def assign_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageC
     if spec.cluster.whiten is Whiten.PCA and len(vectors):
         vectors = whitening_from_array(storage.read_npy(paths.whitening, cfg)).apply(vectors)
     # At full scale (1M rows x 50k centroids per part) this is a GPU job: FAISS on the GPU when present.
-    on_gpu = bool(spec.cluster.gpus)  # GPUs asked for and none seen: an error, never a silent CPU run
+    on_gpu = bool(spec.cluster.assign_gpu_count)  # GPUs asked for and none seen: an error, never a silent CPU run
     labels = (assign_nearest(vectors, kept, backend="faiss" if on_gpu else "numpy", gpu=on_gpu)
               if len(vectors) else np.zeros(0, np.int32))
     counts = counts_from_labels(labels, kept.shape[0])

@@ -187,7 +187,7 @@ def test_chart_objects_validate_on_each_minor(minor: str, chart_objects: list[tu
 
 def assert_same_submission(objs: list[dict], spec: RunSpec) -> None:
     """The chart's run ConfigMap and controller Job equal render_submission(spec) (modulo Helm labels)."""
-    want_cm, want_job = render_submission(spec)
+    want_cm, *_, want_job = render_submission(spec)
     [got_cm] = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"] == want_cm["metadata"]["name"]]
     [got_job] = by_kind(objs, "Job")
     text = got_cm["data"][C.CONFIG_SPEC_KEY]
@@ -202,6 +202,8 @@ def assert_same_submission(objs: list[dict], spec: RunSpec) -> None:
         assert got == value, key
     assert set(got_cm["data"]) == set(want_cm["data"])
     assert strip_helm_labels(got_job) == want_job
+    want_policies = [o for o in render_submission(spec) if o["kind"] == "NetworkPolicy"]
+    assert [strip_helm_labels(o) for o in by_kind(objs, "NetworkPolicy")] == want_policies
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -234,7 +236,8 @@ def test_every_pod_setting_reaches_the_controller_job(tmp_path: Path) -> None:
                         {"key": "spot", "operator": "Equal", "value": "yes", "tolerationSeconds": 30}],
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}},
-        "imagePullSecrets": ["regcred"], "env": [{"name": "NCCL_DEBUG", "value": "INFO"}],
+        "imagePullSecrets": ["regcred"], "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "WANDB_API_KEY",
+                                                  "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "api-key"}}}],
         "podAnnotations": {"sidecar.istio.io/inject": "false"}, "podLabels": {"team": "vision"},
     }
     spec = validate(raw)
@@ -246,6 +249,69 @@ def test_every_pod_setting_reaches_the_controller_job(tmp_path: Path) -> None:
         assert "ttlSecondsAfterFinished" not in job["spec"]
         # The queue label is for the stages' workloads; the controller must not wait for GPU quota.
         assert C.LABEL_KUEUE_QUEUE not in job["metadata"]["labels"]
+
+
+# --- the chart's pods and the renderer's agree (issue 20 item 10) -----------------------------------------
+
+PARITY_KUBERNETES = {
+    "serviceAccount": "runner", "runAsUser": 2000, "queueName": "team-queue", "priorityClassName": "high",
+    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "cpuPods": {"nodeSelector": {"pool": "cpu"},
+                "tolerations": [{"key": "spot", "operator": "Equal", "value": "yes", "effect": "NoSchedule"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In",
+                                                                 "values": ["a"]}]}]}}}},
+    "imagePullSecrets": ["regcred"],
+    "podAnnotations": {"sidecar.istio.io/inject": "false", "example.com/team": "vision"},
+    "podLabels": {"team": "vision"},
+}
+# What a pod of the run must carry wherever it is rendered: placement, admission and identity.
+POD_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets",
+              "securityContext", "serviceAccountName")
+
+
+def parity_spec() -> RunSpec:
+    """A run with cpuPods placement, pod annotations and labels, and a Kueue queue."""
+    raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    raw["kubernetes"] = copy.deepcopy(PARITY_KUBERNETES)
+    return validate(raw)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["resolved", "partial"])
+def test_chart_pods_match_the_renderer(partial: bool, tmp_path: Path) -> None:
+    """The chart's controller Job and `helm test` Pod run where, and as, the renderer's controller pod does:
+    cpuPods placement (not the run-wide H100 selector), the pod annotations (Istio's opt-out) and labels,
+    the security context and the ServiceAccount; no Kueue label on either (neither uses GPU quota)."""
+    from dynamics.render.jobs import controller_job
+
+    spec = parity_spec()
+    values = {"run": yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())} if partial else None
+    if values is not None:
+        values["run"]["kubernetes"] = copy.deepcopy(PARITY_KUBERNETES)
+    objs = template(tmp_path, values or run_values(spec), namespace=spec.namespace)
+    want = controller_job(spec)["spec"]["template"]
+    assert want["spec"]["nodeSelector"] == {"pool": "cpu"}  # the renderer itself honours cpuPods
+    [job] = by_kind(objs, "Job")
+    [pod] = by_kind(objs, "Pod")
+    job_pod = job["spec"]["template"]
+    for name, got_meta, got_spec in (("controller Job", job_pod["metadata"], job_pod["spec"]),
+                                     ("helm test Pod", pod["metadata"], pod["spec"])):
+        for field in POD_FIELDS:
+            assert got_spec.get(field) == want["spec"].get(field), (name, field)
+        annotations = got_meta.get("annotations") or {}
+        assert want["metadata"]["annotations"].items() <= annotations.items(), name
+        # The spec's pod labels and the run label (NetworkPolicies and `kubectl -l` select by them).
+        assert {**spec.kubernetes.pod_labels, C.LABEL_RUN: spec.name}.items() <= got_meta["labels"].items(), name
+        assert C.LABEL_KUEUE_QUEUE not in got_meta["labels"], name
+        got_ctr, want_ctr = got_spec["containers"][0], want["spec"]["containers"][0]
+        assert got_ctr["securityContext"] == want_ctr["securityContext"], name
+        assert got_ctr["resources"]["requests"].keys() == want_ctr["resources"]["requests"].keys(), name
+        got_scratch = next(v for v in got_spec["volumes"] if v["name"] == "scratch")
+        want_scratch = next(v for v in want["spec"]["volumes"] if v["name"] == "scratch")
+        assert got_scratch == want_scratch, name
+    assert strip_helm_labels(job) == controller_job(spec)
+    check_objects(objs)
 
 
 def test_numbers_survive_helm(tmp_path: Path) -> None:
@@ -489,6 +555,7 @@ def test_defaults_configmap_is_a_partial_spec(tmp_path: Path) -> None:
         "nodeSelector": {"pool": "gpu"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
         "imagePullSecrets": ["regcred"],
+        "networkPolicy": {"enabled": True, "egressPorts": [443, 9000]},
     }
     [cm] = [o for o in template(tmp_path, values) if o["metadata"]["name"] == "dynamics-defaults"]
     defaults = yaml.safe_load(cm["data"]["defaults.yaml"])
@@ -500,3 +567,56 @@ def test_defaults_configmap_is_a_partial_spec(tmp_path: Path) -> None:
     assert spec.images.trainer == "registry.example/trainer:1.0"
     assert spec.kubernetes.tolerations[0].key == "nvidia.com/gpu"
     assert spec.kubernetes.image_pull_secrets == ["regcred"]
+    # Issue 20 item 13: the namespace's NetworkPolicy setting reaches every run submitted there.
+    assert spec.kubernetes.network_policy.enabled and spec.kubernetes.network_policy.egress_ports == [443, 9000]
+
+
+# --- NetworkPolicy (issue 20 item 13) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", [
+    {"enabled": True},
+    {"enabled": True,
+     "egressCidrs": [{"cidr": "52.216.0.0/15", "ports": [443]}, {"cidr": "10.0.0.0/8", "ports": [9000]}],
+     "apiServerCidrs": ["172.20.0.10/32"], "apiServerPorts": [443], "dnsNamespace": "dns",
+     "dnsPodLabels": {"app": "coredns"}},
+], ids=["defaults", "cidrs"])
+def test_network_policies_match_the_renderer(policy: dict, tmp_path: Path) -> None:
+    """A run release with kubernetes.networkPolicy renders the NetworkPolicies dynamics-submit creates, valid on
+    every supported minor; the helm test Pod is one of the API clients they let through."""
+    raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    raw.setdefault("kubernetes", {})["networkPolicy"] = policy
+    spec = validate(raw)
+    for values in (run_values(spec), {"run": raw}):
+        objs = template(tmp_path, values, namespace=spec.namespace)
+        assert len(by_kind(objs, "NetworkPolicy")) == 3
+        assert_same_submission(objs, spec)
+        check_objects(objs)
+        for minor in C.SUPPORTED_KUBERNETES:
+            for obj in by_kind(objs, "NetworkPolicy"):
+                validate_any(obj, minor)
+    [api] = [o for o in objs if o["metadata"]["name"].endswith("-api")]
+    [pod] = by_kind(objs, "Pod")
+    selector = api["spec"]["podSelector"]
+    assert selector["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [expr] = selector["matchExpressions"]
+    assert pod["metadata"]["labels"][expr["key"]] in expr["values"]
+    raw["kubernetes"]["networkPolicy"] = {"enabled": False}
+    assert not by_kind(template(tmp_path, {"run": raw}, namespace=spec.namespace), "NetworkPolicy")
+
+
+def test_namespace_install_lets_the_helm_test_pod_through(tmp_path: Path) -> None:
+    """networkPolicy.enabled at the namespace install: the `helm test` Pod (no run policies select it) gets
+    DNS and the API server, as a hook created before it."""
+    assert not by_kind(template(tmp_path), "NetworkPolicy")
+    objs = template(tmp_path, {"networkPolicy": {"enabled": True, "apiServerCidrs": ["10.0.0.1/32"]}})
+    [policy] = by_kind(objs, "NetworkPolicy")
+    [pod] = by_kind(objs, "Pod")
+    check_objects(objs)
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert int(policy["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        pod["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+    dns, api = policy["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}] and {p["port"] for p in api["ports"]} == {443, 6443}
+

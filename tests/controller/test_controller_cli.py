@@ -195,6 +195,7 @@ def test_doctor_all_pass(h: Harness, tmp_path: Path, s3_bucket: str, capsys: pyt
         "Pod Security": "PASS",
         "GPU nodes": "PASS",
         "S3 credentials": "PASS",
+        "NetworkPolicy": "PASS",
         "work directory": "PASS",
         "shards": "PASS",
     }
@@ -223,6 +224,7 @@ def test_doctor_reports_each_problem_with_a_fix(
         "Pod Security": "WARN",  # may not read its namespace
         "GPU nodes": "FAIL",
         "S3 credentials": "FAIL",
+        "NetworkPolicy": "PASS",
         "work directory": "PASS",
         "shards": "FAIL",
     }

@@ -59,7 +59,7 @@ def stage_objects(kube: Kube) -> list[str]:
     from dynamics.controller.runs import list_run_objects
 
     objects, _ = list_run_objects(kube, RUN)
-    refs = [f"{o['kind']}/{o['metadata']['name']}" for o in objects]
+    refs = [f"{o['kind']}/{o['metadata']['name']}" for o in objects if o["kind"] in ("Job", "PyTorchJob", "Service")]
     return sorted(r for r in refs if not r.endswith(f"-{C.SUFFIX_CONTROLLER}"))
 
 

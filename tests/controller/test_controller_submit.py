@@ -118,7 +118,8 @@ def test_wait_follows_the_run_and_required_permissions_are_exact(h: Harness, lau
     """Submit, a controller failing the run's first stage, submit --replace --wait, and a whole
     controller run under an allow-list of exactly REQUIRED_PERMISSIONS: everything works, and every
     permission is used (the failure reads the failed pods and a log tail; across both launchers)."""
-    spec = make_spec(train={"launcher": launcher})
+    # NetworkPolicies on: submit creates them (issue 20 item 13), so every permission is used.
+    spec = make_spec(train={"launcher": launcher}, kubernetes={"networkPolicy": {"enabled": True}})
     h.double.allow(REQUIRED_PERMISSIONS)
     submit(spec, kube=h.kube(), out=io.StringIO())
     assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is None
@@ -225,7 +226,8 @@ def test_cancel_and_resubmit_of_a_helm_installed_run(h: Harness) -> None:
 
     spec = make_spec()
     kube = h.kube()
-    config_map, controller = render_submission(spec)  # what `helm install` creates, unowned
+    config_map, *rest = render_submission(spec)  # what `helm install` creates, unowned
+    controller = rest[-1]
     kube.create(config_map)
     kube.create(controller)
     out = io.StringIO()

@@ -20,6 +20,8 @@ READ_VERBS: tuple[str, ...] = ("get", "list", "watch")
 GROUP_BATCH = "batch"
 GROUP_KUBEFLOW = "kubeflow.org"
 GROUP_AUTHORIZATION = "authorization.k8s.io"
+GROUP_NETWORKING = "networking.k8s.io"
+GROUP_POLICY = "policy"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,14 @@ KUBEFLOW: tuple[ResourceType, ...] = (
     ),
 )
 PYTORCHJOBS = KUBEFLOW[0]
+# Run objects with no controller behind them in the double: stored and listed only.
+NETWORKING: tuple[ResourceType, ...] = (
+    ResourceType(GROUP_NETWORKING, "v1", "networkpolicies", "NetworkPolicy", "networkpolicy", short_names=("netpol",)),
+)
+POLICY: tuple[ResourceType, ...] = (
+    ResourceType(GROUP_POLICY, "v1", "poddisruptionbudgets", "PodDisruptionBudget", "poddisruptionbudget",
+                 short_names=("pdb",), subresources=("status",)),
+)
 SELF_SUBJECT_ACCESS_REVIEW = ResourceType(
     GROUP_AUTHORIZATION,
     "v1",
@@ -126,11 +136,15 @@ class Registry:
 
     def types(self) -> list[ResourceType]:
         """Every stored resource type currently served."""
-        return [*CORE, *BATCH, *(KUBEFLOW if self.kubeflow else ())]
+        return [*CORE, *BATCH, *NETWORKING, *POLICY, *(KUBEFLOW if self.kubeflow else ())]
 
     def groups(self) -> dict[str, list[ResourceType]]:
         """``group/version`` -> resource types, for the named groups (not the core group)."""
-        out: dict[str, list[ResourceType]] = {f"{GROUP_BATCH}/v1": list(BATCH)}
+        out: dict[str, list[ResourceType]] = {
+            f"{GROUP_BATCH}/v1": list(BATCH),
+            f"{GROUP_NETWORKING}/v1": list(NETWORKING),
+            f"{GROUP_POLICY}/v1": list(POLICY),
+        }
         if self.kubeflow:
             out[f"{GROUP_KUBEFLOW}/v1"] = list(KUBEFLOW)
         out[f"{GROUP_AUTHORIZATION}/v1"] = [SELF_SUBJECT_ACCESS_REVIEW]

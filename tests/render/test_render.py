@@ -52,6 +52,11 @@ def _variants() -> list[dict]:
         "podLabels": {"team": "vision"},
         "cpuPods": {"nodeSelector": {"pool": "cpu"}, "tolerations": [], "affinity": {}},
     })
+    extras["kubernetes"]["networkPolicy"] = {"enabled": True, "apiServerCidrs": ["10.0.0.1/32"],
+                                             "egressCidrs": [{"cidr": "52.216.0.0/15", "ports": [443]}]}
+    extras["kubernetes"]["env"].append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf",
+                                                                                          "key": "token"}}})
+    extras["images"] = {"trainer": "registry.example/trainer-rdma:1"}  # rdma/ib needs rdma-core
     extras["train"].update({"extraResources": {"rdma/ib": 1}, "activeDeadlineSeconds": 86400,
                             "gangScheduler": "volcano"})
     extras["eval"] = {"datasets": [{"name": "imagenet", "shards": "s3://b/in1k/{000..063}.tar",
@@ -76,6 +81,7 @@ def test_every_object_validates_on_each_minor(minor: str) -> None:
     objs = _all_objects()
     kinds = {(o["kind"], o["metadata"]["labels"][C.LABEL_STAGE]) for _, o in objs}
     assert {("PyTorchJob", "train"), ("Job", "train"), ("Service", "train")} <= kinds, "both launchers covered"
+    assert {("PodDisruptionBudget", "train"), ("NetworkPolicy", "network")} <= kinds, "issue 20's kinds covered"
     for ref, obj in objs:
         try:
             validate_any(obj, minor)
@@ -197,7 +203,7 @@ def test_submission_is_config_map_and_controller_only() -> None:
 def test_indexed_job_launcher_rendezvous() -> None:
     data = _spec_dict(RECIPE)
     data["train"]["launcher"] = "indexed-job"
-    svc, job = render_stage(validate(data), Stage.TRAIN)
+    svc, job = (o for o in render_stage(validate(data), Stage.TRAIN) if o["kind"] in ("Service", "Job"))
     assert svc["kind"] == "Service" and svc["spec"]["clusterIP"] == "None"
     pod = job["spec"]["template"]["spec"]
     assert pod["subdomain"] == svc["metadata"]["name"]
@@ -216,7 +222,7 @@ def test_queue_label_and_priority() -> None:
     objs = render(validate(data))
     assert objs[1]["metadata"]["name"].endswith("-controller")
     assert C.LABEL_KUEUE_QUEUE not in objs[1]["metadata"]["labels"]  # the controller uses no quota
-    for obj in objs[2:]:
+    for obj in (o for o in objs[2:] if o["kind"] in ("Job", "PyTorchJob")):
         assert obj["metadata"]["labels"][C.LABEL_KUEUE_QUEUE] == "q"
         for template in pod_templates(obj):
             assert template["spec"]["priorityClassName"] == "high"
@@ -230,7 +236,9 @@ def test_pod_annotations_labels_and_max_failed_indexes() -> None:
     for stage in stages_of(spec):
         for obj in render_stage(spec, stage):
             for template in pod_templates(obj):
-                assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+                protect = {C.ANNOTATION_DO_NOT_DISRUPT: "true", C.ANNOTATION_SAFE_TO_EVICT: "false"}
+                want = {"sidecar.istio.io/inject": "false", **(protect if stage is Stage.TRAIN else {})}
+                assert template["metadata"]["annotations"] == want
                 assert template["metadata"]["labels"]["team"] == "v"
                 assert template["metadata"]["labels"][C.LABEL_RUN] == spec.name
             if obj["kind"] == "Job" and obj["spec"].get("completionMode") == "Indexed" and stage is not Stage.TRAIN:

@@ -150,17 +150,30 @@ def test_output_dir_writes_what_submit_creates(tmp_path: Path) -> None:
         "dfn-vitb16", "dfn-vitb16-controller"]
 
 
-def test_output_dir_with_stages_writes_them_suspended_for_review(tmp_path: Path) -> None:
-    result = _cli("dynamics-submit", str(RECIPE), "--output-dir", str(tmp_path / "out"), "--with-stages")
+def test_output_dir_with_stages_writes_them_for_review_only(tmp_path: Path) -> None:
+    """Issue 20 item 14: review objects are not in DIR (`kubectl apply -f DIR` would wedge the run) but in
+    DIR/review-only/*.yaml.review, which kubectl skips even with -R; suspended and without the Kueue queue
+    label (Kueue admits, i.e. unsuspends, a queued Job), each with a do-not-apply header."""
+    data = recipe()
+    data["kubernetes"]["queueName"] = "team-queue"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    result = _cli("dynamics-submit", str(spec_path), "--output-dir", str(out), "--with-stages")
     assert result.returncode == 0, result.stderr
-    docs = [yaml.safe_load(f.read_text()) for f in sorted((tmp_path / "out").glob("*.yaml"))]
-    assert len(docs) == 7
-    stages = [d for d in docs if d["metadata"]["name"] not in ("dfn-vitb16", "dfn-vitb16-controller")]
-    assert {d["kind"] for d in stages} == {"Job", "PyTorchJob"} and len(stages) == 5
-    for d in stages:  # `kubectl apply -f out/` must start no stage
+    applied = [yaml.safe_load(f.read_text()) for f in sorted(out.rglob("*.y*ml"))]
+    assert [d["metadata"]["name"] for d in applied] == ["dfn-vitb16", "dfn-vitb16-controller"]
+    files = sorted((out / "review-only").iterdir())
+    assert files and all(f.name.endswith(".yaml.review") for f in files)
+    stages = [yaml.safe_load(f.read_text()) for f in files]
+    assert {d["kind"] for d in stages} >= {"Job", "PyTorchJob"} and len(stages) >= 5
+    for f, d in zip(files, stages, strict=True):
+        assert f.read_text().startswith("# REVIEW ONLY - do not apply.")
         assert d["metadata"]["labels"]["dynamics.io/review"] == "suspended"
-        suspended = d["spec"]["runPolicy"]["suspend"] if d["kind"] == "PyTorchJob" else d["spec"]["suspend"]
-        assert suspended is True, d["metadata"]["name"]
+        assert "kueue.x-k8s.io/queue-name" not in d["metadata"]["labels"], f.name
+        if d["kind"] in ("Job", "PyTorchJob"):
+            suspended = d["spec"]["runPolicy"]["suspend"] if d["kind"] == "PyTorchJob" else d["spec"]["suspend"]
+            assert suspended is True, d["metadata"]["name"]
 
 
 def test_every_schema_field_is_described() -> None:

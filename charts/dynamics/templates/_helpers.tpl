@@ -190,3 +190,51 @@ Call with (dict "endpoint" .. "region" .. "secret" ..).
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
+
+{{/*
+Placement of a pod without GPUs (render.pod.placement(spec, gpus=False)): each of kubernetes.cpuPods'
+fields that is set, else the run-wide one. Call with the run's kubernetes dict; renders the pod spec's
+nodeSelector/tolerations/affinity (empty ones left out), to be indented with nindent.
+*/}}
+{{- define "dynamics.cpuPlacement" -}}
+{{- $k := . }}
+{{- $cls := $k.cpuPods | default dict }}
+{{- $out := dict }}
+{{- range $field := list "nodeSelector" "tolerations" "affinity" }}
+{{- $v := get $k $field }}
+{{- if and (hasKey $cls $field) (not (kindIs "invalid" (get $cls $field))) }}{{ $v = get $cls $field }}{{ end }}
+{{- if $v }}{{ $_ := set $out $field $v }}{{ end }}
+{{- end }}
+{{- with $out.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $out.tolerations }}
+tolerations:
+  {{- include "dynamics.tolerations" . | nindent 2 }}
+{{- end }}
+{{- with $out.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* kubernetes.env (render.pod.env_var): literal values, or Secret key references. */}}
+{{- define "dynamics.specEnv" -}}
+{{- range . }}
+- name: {{ .name | quote }}
+  {{- with .valueFrom }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretKeyRef.name | quote }}
+      key: {{ .secretKeyRef.key | quote }}
+  {{- else }}
+  value: {{ .value | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ephemeral-storage of the controller and the helm test Pod (render.jobs.CONTROLLER_EPHEMERAL_STORAGE). */}}
+{{- define "dynamics.controllerEphemeralStorage" -}}
+1Gi
+{{- end }}
