@@ -171,7 +171,7 @@ def test_events_are_retried_including_run_succeeded(h: Harness, caplog: pytest.L
 def _workloads(kube: Kube) -> list[dict]:
     from dynamics.controller.runs import list_run_objects
 
-    return list_run_objects(kube, RUN)[0]
+    return [o for o in list_run_objects(kube, RUN)[0] if o["kind"] in ("Job", "PyTorchJob")]
 
 
 def test_edit_role_user_can_see_and_cancel_an_indexed_job_run(h: Harness) -> None:

@@ -101,7 +101,7 @@ def test_restricted_namespace_refuses_host_network_pods(double: tuple[KubeDouble
     d, _ = double
     _restricted(d)
     spec = make_spec(train={"launcher": "indexed-job", "hostNetwork": True})
-    _, job = render_stage(spec, Stage.TRAIN)
+    [job] = [o for o in render_stage(spec, Stage.TRAIN) if o["kind"] == "Job"]
     d.store.create(JOBS_RT, NS, job)
     assert d.cluster.start_job(NS, job["metadata"]["name"]) == []
     events = d.cluster.events(NS, job["metadata"]["name"])
@@ -117,7 +117,7 @@ def test_operator_init_container_is_refused_in_restricted_namespace(double: tupl
     d, kube = double
     _restricted(d)
     spec = make_spec()
-    [ptj] = render_stage(spec, Stage.TRAIN)
+    [ptj] = [o for o in render_stage(spec, Stage.TRAIN) if o["kind"] == "PyTorchJob"]
     kube.create(ptj)
     name = names.stage_job(spec.name, Stage.TRAIN)
     pods = d.cluster.start_pytorchjob(NS, name)
