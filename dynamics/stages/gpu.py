@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from dynamics import constants as C
 from dynamics.errors import DynamicsError
 
-# CUDA 13.x needs an NVIDIA driver of branch 580 or newer (minor-version compatibility):
-# https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html, table 1
-# ("CUDA 13.x: >= 580"). The images install torch built for CUDA 13 (requirements/lock.txt).
-MIN_DRIVER_FOR_CUDA = {13: 580, 12: 525, 11: 450}
+# Oldest driver branch per CUDA major (minor-version compatibility): NVIDIA's table 1 at
+# https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html
+# ("CUDA 13.x: >= 580", "12.x: >= 525", "11.x: >= 450"). The images' torch is built for CUDA 13.
+MIN_DRIVER_FOR_CUDA = {int(C.IMAGE_CUDA): C.MIN_NVIDIA_DRIVER, 12: 525, 11: 450}
 PROC_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
 NVIDIA_SMI_TIMEOUT_S = 10
 
