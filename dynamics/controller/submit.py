@@ -19,7 +19,7 @@ from dynamics.controller.runs import delete_run, read_run, with_owner
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError
 from dynamics.render import render_submission
-from dynamics.render.logcmd import log_command
+from dynamics.render.logcmd import follow_command, log_command
 from dynamics.spec.model import RunSpec
 
 
@@ -58,7 +58,8 @@ def _create_controller(kube: Kube, spec: RunSpec, job: Obj) -> None:
 def next_steps(spec: RunSpec, namespace: str) -> str:
     """What to run next, printed after a submission."""
     return (
-        f"  follow the logs:  {log_command(spec, namespace)}\n"
+        f"  follow the logs:  {follow_command(spec, namespace)}\n"
+        f"  or with kubectl:  {log_command(spec, namespace)}\n"
         f"  see the stages:   dynamics status {spec.name} -n {namespace}"
     )
 
