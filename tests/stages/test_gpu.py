@@ -72,3 +72,16 @@ def test_stage_asking_for_gpus_fails_fast_without_cuda(
     assert f"error: {field} but CUDA is not usable in this pod" in err
     assert "NVIDIA driver 570.124.06; CUDA 13.0 needs driver 580 or newer" in err
     assert "fix: run on nodes whose NVIDIA driver is >= 580" in err
+
+
+@pytest.mark.usefixtures("no_cuda")
+def test_train_says_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train failed fast already, but without the versions ('no CUDA device is visible')."""
+    from dynamics.errors import DynamicsError
+    from dynamics.stages.train.main import init_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(DynamicsError) as info:
+        init_distributed(4)
+    assert info.value.message.startswith("train.gpusPerNode is 4 but CUDA is not usable in this pod")
+    assert "CUDA 13.0 needs driver 580 or newer" in info.value.message
