@@ -9,7 +9,7 @@ started answers 400 "is waiting to start", which ends the whole command):
 - a pod that is not running yet (unscheduled: the API answers 204 with no log; ContainerCreating,
   image pull: 400 "waiting to start") is waited for, its waiting reason printed once per change;
 - a stream that ends while its pod still runs (a dropped connection) is reopened, skipping the lines
-  already printed; a restarted container's new log is printed from its start;
+  already printed; a restarted container's new log (a new container ID) is printed from its start;
 - it ends when no new pod can come and every followed pod has ended: the run is finished (Succeeded
   or Failed), or deleted (cancelled); with ``--stage`` also when that stage has finished. Pods that
   never started by then are not waited for. Without read access to the run's ConfigMap it ends when
@@ -130,10 +130,15 @@ def unscheduled(pod: Obj) -> str:
     return "not scheduled yet" + (f": {why}" if why else "")
 
 
-def restarts(pod: Obj, container: str | None) -> int:
-    """The container's restart count (a new count is a new log). Pure."""
+def log_source(pod: Obj, container: str | None) -> str | None:
+    """The ID of the container instance whose log the kubelet serves now: the current one once it runs,
+    the last terminated one while a restarting container waits (CrashLoopBackOff). A new ID is a new log. Pure."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return next((int(c.get("restartCount") or 0) for c in statuses if c.get("name") == container), 0)
+    status = next((c for c in statuses if c.get("name") == container), None) or {}
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    if "running" in state or "terminated" in state:
+        return status.get("containerID") or (state.get("terminated") or {}).get("containerID")
+    return (last.get("terminated") or {}).get("containerID")
 
 
 @dataclass
@@ -188,7 +193,7 @@ class PodFollower:
     def run(self) -> None:
         """Follow until the pod ends or goes, or the run is over and the pod never started."""
         uid, container = self.pod["metadata"].get("uid"), _container(self.pod)
-        count = restarts(self.pod, container)
+        source = log_source(self.pod, container)
         while True:
             try:
                 if not self._read_once():
@@ -209,8 +214,9 @@ class PodFollower:
                 except KubeError as err:
                     self._note(err.message.splitlines()[0])
                 return
-            if restarts(pod, container) != count:
-                count, self.printed = restarts(pod, container), 0
+            if log_source(pod, container) != source:  # a restarted container: its log starts afresh
+                self.printed = 0 if source is not None else self.printed
+                source = log_source(pod, container)
             if not pod_started(pod):
                 if self.shared.run_over.is_set():
                     return

@@ -19,7 +19,7 @@ from kubedouble.resources import CONFIG_MAPS, PODS
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.logs import follow_over, pod_started, show_logs, unscheduled
+from dynamics.controller.logs import follow_over, log_source, pod_started, show_logs, unscheduled
 from dynamics.controller.state import Phase, RunStatus, StageState
 from dynamics.controller.submit import submit
 from dynamics.render.logcmd import log_command
@@ -46,6 +46,14 @@ def test_pod_states() -> None:
     restarted = {"status": {"phase": "Running", "containerStatuses": [
         {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}]}}
     assert not pod_started(waiting) and pod_started(restarted) and pod_started({"status": {"phase": "Failed"}})
+    # the log the kubelet serves: the running container's, else the last terminated one's (CrashLoopBackOff)
+    restarted["status"]["containerStatuses"][0].update(name="main")
+    restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]["containerID"] = "containerd://a"
+    assert log_source(restarted, "main") == "containerd://a" and log_source(waiting, "main") is None
+    running = {"status": {"containerStatuses": [{"name": "main", "containerID": "containerd://b",
+                                                 "state": {"running": {}}, "lastState": restarted["status"][
+                                                     "containerStatuses"][0]["lastState"]}]}}
+    assert log_source(running, "main") == "containerd://b"
     condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": UNSCHEDULABLE}
     assert unscheduled({"status": {"conditions": [condition]}}) == f"not scheduled yet: {UNSCHEDULABLE}"
 
@@ -67,6 +75,15 @@ def _record(h: Harness, status: RunStatus) -> None:
     cm = h.double.store.get(CONFIG_MAPS, NS, RUN)
     cm["data"][C.CONFIG_STATUS_KEY] = status.dumps()
     h.double.store.replace(CONFIG_MAPS, NS, RUN, cm)
+
+
+def by_pod(text: str) -> dict[str, list[str]]:
+    """{pod: its lines in the order printed} from ``[pod] line`` output."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        pod, _, rest = line[1:].partition("] ")
+        out.setdefault(pod, []).append(rest)
+    return out
 
 
 def _eventually(predicate: object, what: str) -> None:
@@ -105,10 +122,40 @@ def test_follow_waits_for_pending_pods_and_picks_up_new_ones(h: Harness) -> None
     cluster.set_pod_phase(NS, f"{RUN}-train-master-0", "Succeeded")
     thread.join(timeout=10)
     assert result == {"exit": 0}
-    assert out.getvalue().splitlines() == [*said,
-                                           f"[{RUN}-embed-0] embed part 0", f"[{RUN}-embed-1] embed part 1",
-                                           f"[{RUN}-embed-0] embed part 0 done",
-                                           f"[{RUN}-train-master-0] step 1", f"[{RUN}-train-master-0] step 2"]
+    assert by_pod(out.getvalue()) == {  # each pod's lines in order, once (pods interleave)
+        f"{RUN}-embed-0": ["(waiting to start: ContainerCreating)", "embed part 0", "embed part 0 done"],
+        f"{RUN}-embed-1": [f"(not scheduled yet: {UNSCHEDULABLE})", "embed part 1"],
+        f"{RUN}-train-master-0": ["step 1", "step 2"],
+    }
+
+
+def _container_state(h: Harness, name: str, container_id: str, restarts: int) -> None:
+    pod = h.double.store.get(PODS, NS, name)
+    status = pod["status"]["containerStatuses"][0]
+    if restarts:
+        status["lastState"] = {"terminated": {"exitCode": 1, "reason": "Error", "containerID": status["containerID"]}}
+    status.update(containerID=container_id, restartCount=restarts)
+    h.double.store.replace(PODS, NS, name, pod, status=True)
+
+
+def test_follow_prints_a_restarted_containers_new_log_from_its_start(h: Harness) -> None:
+    submit(make_spec(), kube=h.kube(), out=io.StringIO())
+    name = f"{RUN}-train-master-0"
+    h.double.cluster.create_pod(NS, name, labels=_labels("train"), log="first 1\nfirst 2\n")
+    _container_state(h, name, "containerd://first", 0)
+    out, result = io.StringIO(), {}
+    thread = threading.Thread(target=lambda: result.update(exit=show_logs(h.kube(), RUN, out, follow=True,
+                                                                           poll_s=POLL_S)), daemon=True)
+    thread.start()
+    _eventually(lambda: "first 2" in out.getvalue(), "the first container's log")
+    h.double.cluster.set_log(NS, name, "second 1\n")  # the new container's own log file
+    _container_state(h, name, "containerd://second", 1)
+    _eventually(lambda: "second 1" in out.getvalue(), "the restarted container's log")
+    _record(h, RunStatus(Phase.SUCCEEDED))
+    h.double.cluster.set_pod_phase(NS, name, "Succeeded")
+    thread.join(timeout=10)
+    assert result == {"exit": 0}
+    assert out.getvalue().splitlines() == [f"[{name}] first 1", f"[{name}] first 2", f"[{name}] second 1"]
 
 
 def test_follow_of_a_finished_run_prints_and_ends_and_an_unknown_run_is_an_error(h: Harness) -> None:

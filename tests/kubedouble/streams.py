@@ -128,6 +128,7 @@ class StreamsMixin:
         """Stream the log as it grows until the pod ends or goes (the kubelet ends it when the container exits)."""
         self._start_stream("text/plain")
         self._chunk(first.encode())
+        instance = _container_id(self.store.get(PODS, namespace, name), container)
         while not self.store.closed:
             with self.store.cond:
                 self.store.cond.wait(timeout=0.2)
@@ -135,10 +136,11 @@ class StreamsMixin:
             self._chunk(text[sent:].encode())
             sent = len(text)
             try:
-                phase = self.store.get(PODS, namespace, name).get("status", {}).get("phase")
+                pod = self.store.get(PODS, namespace, name)
             except apierrors.StatusError:
                 break
-            if phase in TERMINAL_POD_PHASES:
+            # The kubelet streams one container instance's log file: a restart (new ID) ends the stream.
+            if pod.get("status", {}).get("phase") in TERMINAL_POD_PHASES or _container_id(pod, container) != instance:
                 break
         self._end_stream()
 
@@ -178,3 +180,8 @@ def log_refusal(pod: Obj, container: str) -> str | None:
         reason = state["waiting"].get("reason", "")
         return f'container "{container}" in pod "{name}" is waiting to start: {IMAGE_PULL_WORDS.get(reason, reason)}'
     return f'container "{container}" in pod "{name}" is waiting to start - no logs yet'
+
+
+def _container_id(pod: Obj, container: str) -> str | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((c.get("containerID") for c in statuses if c.get("name") == container), None)
