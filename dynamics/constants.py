@@ -119,3 +119,16 @@ DEFAULTS_KEY = "defaults.yaml"
 # Argo CD and Flux do not pick them up (they read *.yaml, *.yml and *.json).
 REVIEW_DIR = "review-only"
 REVIEW_SUFFIX = ".review"
+
+# --- GPU drivers (dynamics doctor) ---
+# The images' torch is built for CUDA 13, which runs on NVIDIA driver branch 580 or newer
+# (https://docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html, table 1).
+IMAGE_CUDA = "13"
+MIN_NVIDIA_DRIVER = 580
+# Node labels of NVIDIA GPU feature discovery (GPU operator / device plugin), NVIDIA/k8s-device-plugin
+# internal/lm/nvml.go newVersionLabeler: the new names, then the deprecated ones it still writes.
+LABEL_DRIVER_FULL = "nvidia.com/cuda.driver-version.full"  # e.g. "580.65.06"
+LABEL_DRIVER_MAJOR = "nvidia.com/cuda.driver-version.major"
+LABEL_DRIVER_MAJOR_OLD = "nvidia.com/cuda.driver.major"
+LABEL_DRIVER_MINOR_OLD = "nvidia.com/cuda.driver.minor"
+LABEL_DRIVER_REV_OLD = "nvidia.com/cuda.driver.rev"

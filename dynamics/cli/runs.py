@@ -142,7 +142,8 @@ def add_commands(sub: Subparsers) -> None:
     p.add_argument(
         "--stage", choices=[s.value for s in Stage] + [C.COMPONENT_CONTROLLER], help="only this stage's pods"
     )
-    p.add_argument("-f", "--follow", action="store_true", help="stream until the pods end")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow every pod as it comes (waiting for those not started) until the run has finished")
     _connection_args(p)
     p.set_defaults(func=_cmd_logs)
 

@@ -84,6 +84,8 @@ def run_submit(argv: Sequence[str]) -> int:
         return _submit_to_cluster(args)
     data = _spec_data(args)
     spec = validate(data, _source(args))
+    if not args.local:  # --dry-run, --output-dir and --helm-values write objects for a cluster
+        refuse_local_storage(spec, _source(args))
     if args.namespace_defaults and not args.local:
         spec = _with_namespace_defaults(args, data, spec)[1]
     if args.dry_run:
@@ -125,6 +127,17 @@ def _check_rerun(spec: RunSpec, replace: bool) -> None:
     paths, cfg = run_paths(spec), storage_config(spec)
     if check_rerun(spec, paths, cfg, stages_of(spec), replace, print):
         storage.write_bytes(paths.spec, dump_spec(spec).encode(), cfg)
+
+
+def refuse_local_storage(spec: RunSpec, source: str) -> None:
+    """Raise a SpecError (exit 2) naming every local path a cluster run cannot use (``--local`` may)."""
+    from dynamics.errors import SpecError
+    from dynamics.spec.checks import cluster_storage_problems
+
+    problems = cluster_storage_problems(spec)
+    if problems:
+        lines = "\n".join(f"  - {path}: {message}\n      fix: {fix}" for path, message, fix in problems)
+        raise SpecError(f"{source}: local storage in a cluster run:\n{lines}")
 
 
 def _stage_objects(spec: RunSpec, review: bool) -> list[Obj]:
@@ -172,8 +185,11 @@ def _submit_to_cluster(args: argparse.Namespace) -> int:
     from dynamics.stages.preflight import check_inputs
 
     data = _spec_data(args)
-    # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields.
-    kube, spec = _with_namespace_defaults(args, data, validate(data, _source(args)))
+    # A bad spec is reported before any cluster access; the namespace defaults only fill optional fields
+    # (storage.workdir and data.shards are required, so they are the spec's own).
+    own = validate(data, _source(args))
+    refuse_local_storage(own, _source(args))
+    kube, spec = _with_namespace_defaults(args, data, own)
     if not args.offline:
         check_inputs(spec)
         _check_rerun(spec, args.replace)

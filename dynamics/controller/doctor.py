@@ -1,9 +1,11 @@
 """``dynamics doctor [spec.yaml]``: check every prerequisite of a run, each PASS/FAIL with a fix.
 
 Cluster: API reachable; RBAC (one SelfSubjectAccessReview per permission the run needs); the
-PyTorchJob CRD when the trainer is launched as a PyTorchJob; nodes with enough ``nvidia.com/gpu``;
-the S3 credentials Secret; a default-deny NetworkPolicy without the run's own policies. Storage (with a
-spec): the work directory readable and writable, and the shard pattern resolving to existing shards.
+PyTorchJob CRD when the trainer is launched as a PyTorchJob; nodes with enough ``nvidia.com/gpu``,
+and their NVIDIA drivers against the images' CUDA; the S3 credentials Secret; a default-deny
+NetworkPolicy without the run's own policies. Storage (with a spec): the work directory in S3,
+readable and writable, and the shard pattern resolving to existing S3 shards. The closing line
+counts problems and warnings ("passed with 1 warning" is not "all checks passed").
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TextIO
 
+from dynamics import constants as C
 from dynamics.controller.decide import needs_pytorchjob
-from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Permission
+from dynamics.controller.kube import CHART_INSTALL, REQUIRED_PERMISSIONS, Kube, KubeApiError, Obj, Permission
 from dynamics.controller.resources import NAMESPACES, NETWORK_POLICIES, NODES, PYTORCHJOBS, SECRETS
 from dynamics.errors import DynamicsError, KubeError
 from dynamics.render.netpol import POLICIES
@@ -176,6 +179,60 @@ def check_gpus(kube: Kube, spec: RunSpec | None) -> Check:
     )
 
 
+def node_driver(node: Obj) -> str | None:
+    """The NVIDIA driver version GPU feature discovery labelled ``node`` with (None: not labelled). Pure."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if labels.get(C.LABEL_DRIVER_FULL):
+        return labels[C.LABEL_DRIVER_FULL]
+    major = labels.get(C.LABEL_DRIVER_MAJOR) or labels.get(C.LABEL_DRIVER_MAJOR_OLD)
+    parts = [major, labels.get(C.LABEL_DRIVER_MINOR_OLD), labels.get(C.LABEL_DRIVER_REV_OLD)]
+    return ".".join(p for p in parts if p) if major else None
+
+
+def _branch(driver: str) -> int | None:
+    head = driver.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def driver_check(nodes: list[Obj]) -> Check:
+    """GPU nodes' drivers against the images' CUDA (driver >= MIN_NVIDIA_DRIVER), naming old nodes. Pure."""
+    name, need = "GPU driver", C.MIN_NVIDIA_DRIVER
+    gpu_nodes = [n for n in nodes if int((n.get("status") or {}).get("capacity", {}).get(GPU_RESOURCE, 0))]
+    if not gpu_nodes:
+        return Check(name, Verdict.SKIP, "no GPU nodes")
+    drivers = {n["metadata"]["name"]: node_driver(n) for n in gpu_nodes}
+    known = {node: d for node, d in drivers.items() if d}
+    old = {node: d for node, d in known.items() if (_branch(d) or 0) < need}
+    unlabelled = sorted(set(drivers) - set(known))
+    if not known:
+        return Check(name, Verdict.SKIP, f"no GPU node carries {C.LABEL_DRIVER_MAJOR} (NVIDIA GPU feature "
+                     "discovery is not deployed); not checked: the GPU stages check it when they start")
+    unknown = f"; {len(unlabelled)} without driver labels: {', '.join(unlabelled)}" if unlabelled else ""
+    if not old:
+        listed = ", ".join(f"{node} {d}" for node, d in sorted(known.items()))
+        return Check(name, Verdict.PASS, f"driver >= {need} (CUDA {C.IMAGE_CUDA}) on {listed}{unknown}")
+    listed = ", ".join(f"{node} ({d})" for node, d in sorted(old.items()))
+    detail = (f"the images' CUDA {C.IMAGE_CUDA} needs NVIDIA driver >= {need}; older on {listed}: GPU stages "
+              f"scheduled there fail at start{unknown}")
+    keep_off = (f"or keep GPU pods off them: kubernetes.gpuPods.affinity with nodeAffinity matchExpressions "
+                f"[{{key: {C.LABEL_DRIVER_MAJOR}, operator: Gt, values: ['{need - 1}']}}]")
+    fix = f"upgrade the NVIDIA driver on those nodes to {need} or newer (GPU operator: driver.version), {keep_off}"
+    return Check(name, Verdict.FAIL if len(old) == len(known) and not unlabelled else Verdict.WARN, detail, fix)
+
+
+def check_driver(kube: Kube, spec: RunSpec | None) -> Check:
+    """The GPU nodes' NVIDIA drivers (GPU feature discovery's labels) against what the images need."""
+    if _gpu_need(spec)[0] == 0:
+        return Check("GPU driver", Verdict.SKIP, "the run uses no GPUs")
+    try:
+        nodes = kube.list(NODES)
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return Check("GPU driver", Verdict.SKIP, "cannot list nodes; not checked (see GPU nodes)")
+    return driver_check(nodes)
+
+
 def check_secret(kube: Kube, spec: RunSpec | None) -> Check:
     """The S3 credentials Secret named in the spec exists (its contents are never read)."""
     name = spec.storage.credentials_secret if spec else None
@@ -202,10 +259,11 @@ def check_workdir(spec: RunSpec) -> Check:
     """The work directory can be listed and written (a probe object is written and deleted)."""
     workdir = spec.storage.workdir
     if not storage.is_s3(workdir):
+        # dynamics-submit refuses it too: each stage pod would write into its own ephemeral filesystem.
         return Check(
             "work directory",
-            Verdict.WARN,
-            f"{workdir} is a local path: fine for --local only",
+            Verdict.FAIL,
+            f"{workdir} is a local path: a cluster run's pods cannot share it (fine for --local only)",
             "use storage.workdir: s3://bucket/prefix for cluster runs",
         )
     try:
@@ -216,7 +274,10 @@ def check_workdir(spec: RunSpec) -> Check:
 
 
 def check_shards(spec: RunSpec) -> Check:
-    """Every shard of the data pattern exists."""
+    """Every shard of the data pattern exists (in S3: a cluster run's pods cannot read local shards)."""
+    if not storage.is_s3(spec.data.shards):
+        return Check("shards", Verdict.FAIL, f"{spec.data.shards} is a local path: a cluster run's pods "
+                     "cannot read it (fine for --local only)", "upload the shards and use data.shards: s3://...")
     try:
         urls = resolve_shards(spec.data.shards, storage_config(spec))
     except DynamicsError as err:
@@ -283,7 +344,7 @@ def cluster_checks(kube: Kube, spec: RunSpec | None) -> list[Check]:
     if api.verdict is Verdict.FAIL:
         return [api, Check("cluster checks", Verdict.SKIP, "the API server is not reachable")]
     checks: list[Callable[[Kube, RunSpec | None], Check]] = [
-        check_rbac, check_crd, check_pod_security, check_gpus, check_secret, check_network_policy,
+        check_rbac, check_crd, check_pod_security, check_gpus, check_driver, check_secret, check_network_policy,
     ]
     return [api, *(check(kube, spec) for check in checks)]
 
@@ -303,6 +364,15 @@ def run_doctor(kube: Kube, spec: RunSpec | None, out: TextIO) -> int:
     if spec is not None:
         checks += [check_workdir(spec), check_shards(spec)]
     print_checks(checks, out)
-    failed = [c for c in checks if c.verdict is Verdict.FAIL]
-    print(f"\n{len(failed)} problem(s) found" if failed else "\nall checks passed", file=out)
-    return 1 if failed else 0
+    print(f"\n{summary(checks)}", file=out)
+    return 1 if any(c.verdict is Verdict.FAIL for c in checks) else 0
+
+
+def summary(checks: list[Check]) -> str:
+    """The closing line: problems first, then warnings; 'all checks passed' only when nothing warned. Pure."""
+    failed = sum(c.verdict is Verdict.FAIL for c in checks)
+    warned = sum(c.verdict is Verdict.WARN for c in checks)
+    warnings = f"{warned} warning{'s' if warned != 1 else ''}"
+    if failed:
+        return f"{failed} problem{'s' if failed != 1 else ''} found" + (f", {warnings}" if warned else "")
+    return f"passed with {warnings}" if warned else "all checks passed"

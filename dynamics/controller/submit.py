@@ -20,7 +20,7 @@ from dynamics.controller.runs import delete_run, leftover_controller, read_run, 
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError
 from dynamics.render import render_submission
-from dynamics.render.logcmd import log_command
+from dynamics.render.logcmd import follow_command, log_command
 from dynamics.spec.model import RunSpec
 
 
@@ -69,7 +69,8 @@ def _create_owned(kube: Kube, spec: RunSpec, objects: list[Obj], config_map: Obj
 def next_steps(spec: RunSpec, namespace: str) -> str:
     """What to run next, printed after a submission."""
     return (
-        f"  follow the logs:  {log_command(spec, namespace)}\n"
+        f"  follow the logs:  {follow_command(spec, namespace)}\n"
+        f"  or with kubectl:  {log_command(spec, namespace)}\n"
         f"  see the stages:   dynamics status {spec.name} -n {namespace}"
     )
 

@@ -10,6 +10,7 @@ from dynamics import constants as C
 from dynamics.spec import names, registry
 from dynamics.spec.types import MAX_NAME, EmbedBackend, Launcher
 from dynamics.storage import layout
+from dynamics.storage.config import S3_SCHEME
 
 if TYPE_CHECKING:
     from dynamics.spec.model import RunSpec
@@ -200,12 +201,61 @@ def _rdma(spec: RunSpec) -> list[Problem]:
                     "(NCCL sockets; set NCCL_SOCKET_IFNAME in kubernetes.env)")]
 
 
+# A mistyped scheme is still a valid local path: `s3:/bucket/runs` would silently become a directory
+# named 's3:' on the local disk, or in a pod's ephemeral filesystem where every result is lost.
+_S3_TYPO = re.compile(r"^s3(?::/*|//+)(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def s3_typo(value: str) -> str | None:
+    """The intended ``s3://`` URI when ``value`` is a mistyped one (``s3:/b``, ``s3//b``, ``S3://b``,
+    ``s3:///b``), else None. Pure."""
+    if value.startswith(S3_SCHEME) and not value.startswith(S3_SCHEME + "/"):
+        return None
+    match = _S3_TYPO.match(value)
+    return S3_SCHEME + match["rest"] if match else None
+
+
+def storage_uris(spec: RunSpec) -> Iterator[tuple[str, str]]:
+    """(field path, value) of every spec field that names a file or prefix the stages read or write."""
+    yield "storage.workdir", spec.storage.workdir
+    yield "data.shards", spec.data.shards
+    for i, ds in enumerate(spec.eval.datasets if spec.eval else []):
+        yield f"eval.datasets[{i}].shards", ds.shards
+        if isinstance(ds.classnames, str) and ds.classnames != "imagenet":
+            yield f"eval.datasets[{i}].classnames", ds.classnames
+        if ds.class_counts:
+            yield f"eval.datasets[{i}].classCounts", ds.class_counts
+    if spec.train.pretrained:
+        yield "train.pretrained", spec.train.pretrained
+    if spec.train.resume_from and spec.train.resume_from != "latest":
+        yield "train.resumeFrom", spec.train.resume_from
+
+
+def _s3_typos(spec: RunSpec) -> list[Problem]:
+    uris = [*storage_uris(spec)]
+    if spec.embed.backend is EmbedBackend.DINOV2:
+        uris.append(("embed.model", spec.embed.model))
+    return [Problem(path, f"'{value}' is not an S3 URI (S3 URIs are written s3://BUCKET/PREFIX, lower case, "
+                    "two slashes) and would be taken as a local path", f"write it as '{fixed}'")
+            for path, value in uris if (fixed := s3_typo(value)) is not None]
+
+
+def cluster_storage_problems(spec: RunSpec) -> list[Problem]:
+    """Local paths a cluster run cannot use: every stage pod has only its own ephemeral filesystem, so a
+    local work directory loses every result and local inputs do not exist there. Pure."""
+    return [Problem(path, f"'{value}' is a local path: a cluster run's pods cannot reach it (each writes "
+                    "into its own ephemeral filesystem, and the results are lost with the pod)",
+                    "use s3://BUCKET/PREFIX (storage.endpoint for MinIO/Ceph/R2), or run here with --local")
+            for path, value in storage_uris(spec) if not value.startswith(S3_SCHEME)]
+
+
 def cross_check(spec: RunSpec) -> None:
     """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
     problems = [
         *_name_length(spec), *_model(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
         *_embed(spec), *_cluster(spec), *_phases(spec), *_train_options(spec), *_credentials(spec),
         *_rdma(spec),
+        *_s3_typos(spec),
     ]
     if problems:
         raise CrossFieldErrors(problems)

@@ -22,6 +22,7 @@ from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import EvalDataset, RunSpec
 from dynamics.stages.common import context_from_args, stage_parser
+from dynamics.stages.gpu import stage_device
 from dynamics.stages.inputs import already_done, marker, require_stage
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
@@ -149,6 +150,7 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
     if already_done(paths.eval_marker, spec, Stage.EVAL, cfg):
         log.info("eval already complete (%s exists); nothing to do", paths.eval_marker)
         return False
+    device = stage_device("eval.gpus", spec.eval.gpus)  # first: a pod that cannot use its GPUs fails at once
     require_stage(spec, Stage.TRAIN, [paths.train_marker], cfg)
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -159,7 +161,6 @@ def evaluate(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> bool
     if latest is None:
         raise DynamicsError(f"no checkpoint under {paths.checkpoints_dir()}", hint="re-run the train stage")
     ref, payload = latest
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = create_model(spec.train, spec.train.phases[-1].resolution, device)
     load_weights(model, payload["state_dict"])
     model.eval()

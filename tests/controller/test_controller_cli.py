@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kubedouble.harness import NS, RUN, SPEC, Harness, make_spec, wait_until
-from kubedouble.resources import SECRETS
+from kubedouble.resources import NODES, SECRETS
 
 from dynamics.cli import app as cli
 from dynamics.constants import Stage
@@ -158,6 +158,12 @@ def test_controller_command_exit_code_on_failure(
 
 
 def doctor_lines(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, list[str]]]:
+    code, checks, _ = doctor_run(capsys, *argv)
+    return code, checks
+
+
+def doctor_run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, list[str]], str]:
+    """Exit code, {check name: [verdict, line, fix line]}, and the closing summary line."""
     code, out, _ = run_cli(capsys, "doctor", *argv)
     checks: dict[str, list[str]] = {}
     for line in out.splitlines():
@@ -167,7 +173,7 @@ def doctor_lines(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, d
             checks[name] = [parts[0], line]
         elif parts and parts[0] == "fix:":
             checks[name].append(line.strip())
-    return code, checks
+    return code, checks, out.splitlines()[-1]
 
 
 def write_spec(tmp_path: Path, bucket: str, **overrides: object) -> Path:
@@ -184,16 +190,21 @@ def write_spec(tmp_path: Path, bucket: str, **overrides: object) -> Path:
 def test_doctor_all_pass(h: Harness, tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
     for i in range(40):
         storage.write_bytes(f"{s3_bucket}/data/{i:05d}.tar", b"x")
-    h.double.cluster.add_node("gpu-1", gpus=4)
-    h.double.cluster.add_node("gpu-2", gpus=8)
+    # GPU feature discovery's labels: the current names, and only the deprecated ones (older GFD)
+    h.double.cluster.add_node("gpu-1", gpus=4, labels={"nvidia.com/cuda.driver-version.major": "580",
+                                                       "nvidia.com/cuda.driver-version.full": "580.65.06"})
+    h.double.cluster.add_node("gpu-2", gpus=8, labels={"nvidia.com/cuda.driver.major": "590",
+                                                       "nvidia.com/cuda.driver.minor": "48",
+                                                       "nvidia.com/cuda.driver.rev": "01"})
     h.double.store.create(SECRETS, NS, {"metadata": {"name": "s3-creds"}, "data": {}})
-    code, checks = doctor_lines(capsys, str(write_spec(tmp_path, s3_bucket)))
+    code, checks, summary = doctor_run(capsys, str(write_spec(tmp_path, s3_bucket)))
     assert {name: c[0] for name, c in checks.items()} == {
         "Kubernetes API": "PASS",
         "RBAC": "PASS",
         "PyTorchJob CRD": "PASS",
         "Pod Security": "PASS",
         "GPU nodes": "PASS",
+        "GPU driver": "PASS",
         "S3 credentials": "PASS",
         "NetworkPolicy": "PASS",
         "work directory": "PASS",
@@ -201,7 +212,45 @@ def test_doctor_all_pass(h: Harness, tmp_path: Path, s3_bucket: str, capsys: pyt
     }
     assert code == 0
     assert "2 of 2 nodes have >= 4 nvidia.com/gpu (need 2)" in checks["GPU nodes"][1]
+    assert "driver >= 580 (CUDA 13) on gpu-1 580.65.06, gpu-2 590.48.01" in checks["GPU driver"][1]
     assert "all 40 shards" in checks["shards"][1]
+    assert summary == "all checks passed"
+
+
+def test_doctor_names_gpu_nodes_whose_driver_is_too_old_and_counts_warnings(
+    h: Harness, tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20 items 9 and 11: doctor checks node drivers against the images' CUDA 13 (>= 580), and
+    says 'passed with 1 warning', not 'all checks passed', after a warning."""
+    for i in range(40):
+        storage.write_bytes(f"{s3_bucket}/data/{i:05d}.tar", b"x")
+    h.double.store.create(SECRETS, NS, {"metadata": {"name": "s3-creds"}, "data": {}})
+    old = {"nvidia.com/cuda.driver-version.major": "570", "nvidia.com/cuda.driver-version.full": "570.124.06"}
+    h.double.cluster.add_node("gpu-old", gpus=8, labels=old)
+    h.double.cluster.add_node("gpu-new", gpus=8, labels={"nvidia.com/cuda.driver-version.full": "580.95.05"})
+    code, checks, summary = doctor_run(capsys, str(write_spec(tmp_path, s3_bucket)))
+    assert [name for name, c in checks.items() if c[0] != "PASS"] == ["GPU driver"]
+    verdict, line, fix = checks["GPU driver"]
+    assert verdict == "WARN" and "needs NVIDIA driver >= 580; older on gpu-old (570.124.06)" in line
+    assert "gpu-new" not in line
+    assert fix.startswith("fix: upgrade the NVIDIA driver on those nodes to 580 or newer")
+    assert "key: nvidia.com/cuda.driver-version.major, operator: Gt, values: ['579']" in fix
+    assert code == 0 and summary == "passed with 1 warning"
+    # every GPU node too old: nothing GPU can run anywhere
+    h.double.store.delete(NODES, None, "gpu-new")
+    code, checks, summary = doctor_run(capsys, str(write_spec(tmp_path, s3_bucket)))
+    assert checks["GPU driver"][0] == "FAIL" and code == 1 and summary == "2 problems found"  # GPU nodes: 1 of 2
+
+
+def test_doctor_fails_local_storage_for_a_cluster_run(
+    h: Harness, tmp_path: Path, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20 item 11: a local work directory was a WARN followed by 'all checks passed'."""
+    code, checks, summary = doctor_run(capsys, str(write_spec(tmp_path, s3_bucket, storage={"workdir": "runs"},
+                                                             data={"shards": "data/{00..39}.tar"})))
+    assert checks["work directory"][0] == "FAIL" and "runs is a local path" in checks["work directory"][1]
+    assert checks["shards"][0] == "FAIL" and "data/{00..39}.tar is a local path" in checks["shards"][1]
+    assert code == 1 and "problems found" in summary
 
 
 def test_doctor_reports_each_problem_with_a_fix(
@@ -223,6 +272,7 @@ def test_doctor_reports_each_problem_with_a_fix(
         "PyTorchJob CRD": "FAIL",
         "Pod Security": "WARN",  # may not read its namespace
         "GPU nodes": "FAIL",
+        "GPU driver": "SKIP",  # no driver labels on the node (GPU feature discovery not deployed)
         "S3 credentials": "FAIL",
         "NetworkPolicy": "PASS",
         "work directory": "PASS",

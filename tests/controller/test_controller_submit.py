@@ -49,9 +49,11 @@ def test_submit_creates_config_map_and_controller_job_only(h: Harness) -> None:
     assert (owner["kind"], owner["name"], owner["uid"]) == ("ConfigMap", RUN, cm["metadata"]["uid"])
     lines = out.getvalue().splitlines()
     assert lines[0] == f"submitted run {RUN} to namespace {NS} at {h.double.url} (context 'kubedouble')"
-    command = lines[1].split(":", 1)[1].strip()
+    assert lines[1].split(":", 1)[1].strip() == f"dynamics logs {RUN} -n {NS} -f"
+    command = lines[2].split(":", 1)[1].strip()
     assert command.startswith(f"kubectl logs -n {NS} -l dynamics.io/run={RUN} -f --prefix --max-log-requests=")
-    assert lines[2].split(":", 1)[1].strip() == f"dynamics status {RUN} -n {NS}"
+    assert command.endswith(" --ignore-errors")
+    assert lines[3].split(":", 1)[1].strip() == f"dynamics status {RUN} -n {NS}"
 
 
 def test_existing_run_409_and_replace(h: Harness) -> None:
@@ -197,7 +199,7 @@ def test_printed_log_command_works_with_real_kubectl_and_many_pods(h: Harness) -
                      embed={"shardsPerPart": 4, "parallelism": 10})
     out = io.StringIO()
     assert submit(spec, kube=h.kube(), out=out) == 0
-    command = out.getvalue().splitlines()[1].split(":", 1)[1].strip().split()
+    command = out.getvalue().splitlines()[2].split(":", 1)[1].strip().split()
     assert command[:2] == ["kubectl", "logs"]
     cluster = h.double.cluster
     cluster.start_job(NS, f"{RUN}-controller", log="controller: running\n")

@@ -15,6 +15,9 @@ from .resources import PODS, ResourceType
 from .store import EventType, Obj, Store
 
 Predicate = Callable[[Obj], bool]
+# kubelet v1.35 pkg/kubelet/kubelet_pods.go validateContainerLogStatus: the two image-pull reasons it
+# words itself (images.ErrImagePull / ErrImagePullBackOff); any other waiting reason is quoted as is.
+IMAGE_PULL_WORDS = {"ErrImagePull": "image can't be pulled", "ImagePullBackOff": "trying and failing to pull image"}
 DEFAULT_WATCH_TIMEOUT_S = 1800.0
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 
@@ -88,25 +91,44 @@ class StreamsMixin:
         meta = {"resourceVersion": str(rv), "annotations": {"k8s.io/initial-events-end": "true"}}
         self._event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta})
 
+    def _no_content(self) -> None:
+        self.send_response(204)
+        self.end_headers()
+
     def _pod_log(self, namespace: str | None, name: str, query: dict[str, str]) -> None:
-        pods = PODS
-        pod = self.store.get(pods, namespace, name)
+        """``pods/log`` as kube-apiserver and the kubelet answer it (see :func:`log_refusal`)."""
+        pod = self.store.get(PODS, namespace, name)
         container = self._log_container(pod, query.get("container"))
-        if pod.get("status", {}).get("phase") == "Pending":
-            raise apierrors.bad_request(
-                f'container "{container}" in pod "{name}" is waiting to start: ContainerCreating'
-            )
-        text = self.store.log(namespace or "", name, container)
+        if not (pod.get("spec") or {}).get("nodeName") and not (pod.get("status") or {}).get("containerStatuses"):
+            # kube-apiserver v1.35 pkg/registry/core/pod/strategy.go LogLocation: a pod with no node yet
+            # has "an empty location", which apiserver/pkg/endpoints/handlers/responsewriters/writers.go
+            # StreamObject answers 204 No Content (kubectl prints nothing; a follow ends at once). The
+            # double assigns no nodes: a pod without container statuses stands for an unscheduled one.
+            self._no_content()
+            return
+        refusal = log_refusal(pod, container)
+        if refusal is not None:
+            raise apierrors.bad_request(refusal)
+        full = self.store.log(namespace or "", name, container)
+        text = self._tail(full, query.get("tailLines"))
         if query.get("follow") != "true":
-            tail = query.get("tailLines")
-            if tail is not None:
-                lines = text.splitlines(keepends=True)
-                text = "".join(lines[-int(tail) :]) if int(tail) else ""
             self._send_text(200, text)
             return
+        self._follow(namespace, name, container, text, len(full))
+
+    @staticmethod
+    def _tail(text: str, tail: str | None) -> str:
+        """The last ``tailLines`` lines (kubectl sends tailLines=10 with -l unless --tail is given)."""
+        if tail is None or int(tail) < 0:
+            return text
+        lines = text.splitlines(keepends=True)
+        return "".join(lines[-int(tail) :]) if int(tail) else ""
+
+    def _follow(self, namespace: str | None, name: str, container: str, first: str, sent: int) -> None:
+        """Stream the log as it grows until the pod ends or goes (the kubelet ends it when the container exits)."""
         self._start_stream("text/plain")
-        self._chunk(text.encode())
-        sent = len(text)
+        self._chunk(first.encode())
+        instance = _container_id(self.store.get(PODS, namespace, name), container)
         while not self.store.closed:
             with self.store.cond:
                 self.store.cond.wait(timeout=0.2)
@@ -114,10 +136,11 @@ class StreamsMixin:
             self._chunk(text[sent:].encode())
             sent = len(text)
             try:
-                phase = self.store.get(pods, namespace, name).get("status", {}).get("phase")
+                pod = self.store.get(PODS, namespace, name)
             except apierrors.StatusError:
                 break
-            if phase in TERMINAL_POD_PHASES:
+            # The kubelet streams one container instance's log file: a restart (new ID) ends the stream.
+            if pod.get("status", {}).get("phase") in TERMINAL_POD_PHASES or _container_id(pod, container) != instance:
                 break
         self._end_stream()
 
@@ -135,3 +158,30 @@ class StreamsMixin:
         if wanted not in containers:
             raise apierrors.bad_request(f"container {wanted} is not valid for pod {name}")
         return wanted
+
+
+def log_refusal(pod: Obj, container: str) -> str | None:
+    """The kubelet's refusal to serve ``container``'s log, or None when it has one to serve.
+
+    kubelet v1.35 pkg/kubelet/kubelet_pods.go validateContainerLogStatus, whose error
+    pkg/kubelet/server/server.go getContainerLogs writes with status 400; kube-apiserver passes it on
+    (apiserver/pkg/registry/generic/rest/response_checker.go: 400 -> BadRequest with the body as message),
+    so clients see ``Error from server (BadRequest): container "X" in pod "Y" is waiting to start: ...``.
+    """
+    name = pod["metadata"]["name"]
+    statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or []}
+    status = statuses.get(container)
+    if status is None:
+        return f'container "{container}" in pod "{name}" is not available'
+    state, last = status.get("state") or {}, status.get("lastState") or {}
+    if "running" in state or "terminated" in state or "terminated" in last:
+        return None  # a restarting container's previous log is served while it waits
+    if "waiting" in state:
+        reason = state["waiting"].get("reason", "")
+        return f'container "{container}" in pod "{name}" is waiting to start: {IMAGE_PULL_WORDS.get(reason, reason)}'
+    return f'container "{container}" in pod "{name}" is waiting to start - no logs yet'
+
+
+def _container_id(pod: Obj, container: str) -> str | None:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return next((c.get("containerID") for c in statuses if c.get("name") == container), None)

@@ -26,6 +26,7 @@ from torchvision import transforms as T
 
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import Embed, EmbedBackend
+from dynamics.stages.gpu import stage_device
 from dynamics.storage import objects as storage
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,6 @@ def l2_normalize(x: torch.Tensor) -> np.ndarray:
     """Rows scaled to unit norm, as float32 numpy (zero rows stay zero)."""
     x = x.float()
     return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32)
-
-
-def pick_device() -> torch.device:
-    """The first GPU when present, otherwise the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 class _PixelsTransform:
@@ -187,11 +183,13 @@ class OpenClipBackend(_TorchBackend):
 
 def load_backend(cfg: Embed, storage_cfg: storage.StorageConfig | None = None,
                  device: torch.device | None = None) -> Backend:
-    """The backend the spec's ``embed`` section names."""
-    device = device or pick_device()
+    """The backend the spec's ``embed`` section names, on ``device`` (default: the GPU when
+    ``embed.gpusPerPod`` asks for one, failing fast when CUDA is unusable; else the CPU)."""
     match cfg.backend:
         case EmbedBackend.PIXELS:
             return PixelsBackend(cfg.pixels_size)
+    device = device or stage_device("embed.gpusPerPod", cfg.gpus_per_pod)
+    match cfg.backend:
         case EmbedBackend.DINOV2:
             return Dinov2Backend(cfg.model, device, storage_cfg)
         case EmbedBackend.OPEN_CLIP:

@@ -193,13 +193,13 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
     if already_done(paths.embed_marker(part), spec, Stage.EMBED, cfg):
         log.info("part %d already complete (%s exists); nothing to do", part, paths.embed_marker(part))
         return False
+    backend = load_backend(spec.embed, cfg)  # first: a pod that cannot use its GPUs fails at once
     all_shards = resolve_shards(spec.data.shards, cfg)
     indices = shard_slice(len(all_shards), spec.embed.shards_per_part, part)
     if not len(indices):
         raise StorageError(f"part {part} is beyond the last shard ({len(all_shards)} shards)",
                            hint="the Job's completions must match the shard count; re-render the run")
     urls = {i: all_shards[i] for i in indices}
-    backend = load_backend(spec.embed, cfg)
     log.info("part %d: %d shards (%s .. %s), backend %s, dim %d", part, len(urls), urls[indices[0]],
              urls[indices[-1]], spec.embed.backend.value, backend.dim)
     side = short_side(spec)

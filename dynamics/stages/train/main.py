@@ -26,6 +26,7 @@ from dynamics.errors import DynamicsError
 from dynamics.local.lifecycle import die_with_parent
 from dynamics.spec import reduced
 from dynamics.stages.common import context_from_args, setup_logging, stage_parser
+from dynamics.stages.gpu import stage_device
 from dynamics.stages.inputs import already_done, marker
 from dynamics.stages.train import checkpoint as ckpt
 from dynamics.stages.train.logs import ENV_KEYLOG, KeyLog, TensorBoard
@@ -48,10 +49,8 @@ def init_distributed(gpus_per_node: int) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = gpus_per_node > 0 and torch.cuda.is_available()
-    if gpus_per_node > 0 and not use_cuda:
-        raise DynamicsError("train.gpusPerNode > 0 but no CUDA device is visible",
-                            hint="request nvidia.com/gpu for the pod, or set gpusPerNode: 0 for CPU")
+    # GPUs asked for and CUDA unusable: one error naming torch's CUDA, the driver and the fix.
+    use_cuda = stage_device("train.gpusPerNode", gpus_per_node).type == "cuda"
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
