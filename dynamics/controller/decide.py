@@ -35,6 +35,7 @@ from dynamics.controller.state import (
     workload_state,
 )
 from dynamics.render import render_stage, stages_of
+from dynamics.spec.checks import cluster_storage_problems
 from dynamics.spec.kube import OnFailure
 from dynamics.spec.model import RunSpec
 
@@ -258,7 +259,10 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
     started_with = recorded.spec_sha256 if recorded is not None and recorded.spec_sha256 else observed.spec_sha256
     states = stage_states(spec, observed)
     status = replace(run_status(states), spec_sha256=started_with)
-    if started_with != observed.spec_sha256:
+    if local := cluster_storage_problems(spec):  # e.g. installed with Helm, which shares --local's schema
+        reason = "; ".join(f"{path}: {message} (fix: {fix})" for path, message, fix in local)
+        status = replace(status, phase=Phase.FAILED, reason=f"a cluster run cannot use local storage: {reason}")
+    elif started_with != observed.spec_sha256:
         reason = (f"the run's spec changed after submission (sha256 {str(started_with)[:12]} -> "
                   f"{str(observed.spec_sha256)[:12]}): a run's spec cannot change while it runs; submit the "
                   "change as a new run (or dynamics-submit --replace)")

@@ -37,6 +37,7 @@ from dynamics.controller.resources import BY_KIND, Propagation
 from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError, StorageError
+from dynamics.spec.checks import cluster_storage_problems
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
@@ -228,6 +229,8 @@ class Controller:
     def _write_spec(self, record: RunRecord) -> None:
         """Write the resolved spec to the work directory once (not for a run that already ended)."""
         if record.recorded is not None and record.recorded.phase.terminal:
+            return
+        if cluster_storage_problems(record.spec):  # the run fails: nothing to write into a pod's disk
             return
         try:
             uri = write_resolved_spec(record.spec)

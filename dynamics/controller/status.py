@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from dataclasses import replace
 from typing import Any, Literal, TextIO
 
 import yaml
@@ -16,11 +17,13 @@ import yaml
 from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.controller.decide import run_status, stage_states
-from dynamics.controller.kube import Kube
+from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import age, status_report
-from dynamics.controller.resources import CONFIG_MAPS, PODS
-from dynamics.controller.runs import RUNS_SELECTOR, delete_run, observe, require_run, run_selector
+from dynamics.controller.resources import CONFIG_MAPS, EVENTS, JOBS, PODS
+from dynamics.controller.runs import RUNS_SELECTOR, delete_run, now_utc, observe, require_run, run_selector
 from dynamics.controller.state import Phase, RunStatus
+from dynamics.controller.stuck import controller_trouble, owned_pods
+from dynamics.spec import names
 
 
 def pods_by_stage(kube: Kube, run: str) -> dict[Stage, Counter[str]]:
@@ -34,12 +37,46 @@ def pods_by_stage(kube: Kube, run: str) -> dict[Stage, Counter[str]]:
     return counts
 
 
+def _events_about(kube: Kube, uid: str) -> list[Obj]:
+    try:
+        return kube.list(EVENTS, fields=f"involvedObject.uid={uid}")
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return []
+
+
+def controller_problem(kube: Kube, run: str) -> str | None:
+    """Why the run's controller is not running (see :func:`controller_trouble`), read from its Job,
+    pods and Events; None when it runs, or when the user may not read them."""
+    selector = f"{run_selector(run)},{C.LABEL_COMPONENT}={C.COMPONENT_CONTROLLER}"
+    try:
+        jobs = kube.list(JOBS, selector)
+        pods = kube.list(PODS, selector)
+    except KubeApiError as err:
+        if err.status != 403:
+            raise
+        return None
+    job = next((j for j in jobs if j["metadata"]["name"] == names.controller_job(run)), None)
+    events = []
+    if job is not None:
+        events = _events_about(kube, job["metadata"]["uid"])
+        for pod in owned_pods(job, pods):
+            events += _events_about(kube, pod["metadata"]["uid"])
+    return controller_trouble(job, pods, events, now_utc())
+
+
 def current_status(kube: Kube, run: str) -> RunStatus:
-    """The run's status now: recomputed from live objects unless the recorded one is terminal."""
+    """The run's status now: recomputed from live objects unless the recorded one is terminal; while
+    it is not, a controller that cannot run is named in the reason (nobody else would say so)."""
     record = require_run(kube, run)
     if record.recorded is not None and record.recorded.phase.terminal:
         return record.recorded
-    return run_status(stage_states(record.spec, observe(kube, record, view=True)))
+    status = run_status(stage_states(record.spec, observe(kube, record, view=True)))
+    if status.phase.terminal or (problem := controller_problem(kube, run)) is None:
+        return status
+    reason = f"the run's controller is not running: {problem}"
+    return replace(status, reason=f"{reason}; {status.reason}" if status.reason else reason)
 
 
 def show_status(kube: Kube, run: str, out: TextIO) -> int:

@@ -250,3 +250,22 @@ def stuck_reason(signal: Stuck | None, now: dt.datetime, deadline_s: int) -> str
     where = f"pod {signal.pod}: " if signal.pod else ""
     how_long = "refused by admission" if signal.permanent else f"stuck for {int(waited)}s"
     return f"{how_long}: {where}{signal.reason}: {signal.message}"
+
+
+def controller_trouble(job: Obj | None, pods: Sequence[Obj], events: Sequence[Obj], now: dt.datetime) -> str | None:
+    """Why a run's controller is not running, or None: its Job is gone or failed, or its pod cannot
+    start (a LimitRange minimum, a missing ``dynamics`` ServiceAccount, an image pull: the Job
+    controller's FailedCreate Event or the pod's state). Nobody else watches the controller, so
+    ``dynamics status`` asks this while the run is not finished."""
+    if job is None:
+        return ("its controller Job does not exist (deleted by hand, or removed by its TTL): resubmit the run "
+                "(dynamics-submit SPEC --replace; finished stages are reused)")
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return f"its controller Job failed: {cond.get('reason')}: {cond.get('message')}"
+    signal = stuck_signal(job, pods, events, now, gang=True)
+    if signal is None:
+        return None
+    where = f"pod {signal.pod}: " if signal.pod else ""
+    return f"its controller pod cannot start (for {int((now - signal.since).total_seconds())}s): " \
+           f"{where}{signal.reason}: {signal.message}"

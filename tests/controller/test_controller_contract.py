@@ -310,3 +310,16 @@ def test_edit_role_user_sees_a_running_trainer_as_unknown_not_failed(h: Harness)
     assert "Failed" not in text
     assert "unknown: you may not list pytorchjobs.kubeflow.org in this namespace; the controller last " \
            "recorded it Running" in text
+
+
+def test_the_controller_refuses_a_local_work_directory(h: Harness, tmp_path: Path) -> None:
+    """Issue 20 item 11: a run that reached the cluster without dynamics-submit's check (e.g. `helm
+    install` with run values) fails at once instead of writing into its pods' ephemeral disks."""
+    workdir = tmp_path / "runs"
+    spec = make_spec(storage={"workdir": str(workdir), "credentialsSecret": None})
+    kube = submitted(h, spec)
+    assert Controller(h.kube(), RUN, poll=FAST_POLL).step().outcome is Outcome.FAILED
+    reason = recorded(kube).reason or ""
+    assert f"a cluster run cannot use local storage: storage.workdir: '{workdir}' is a local path" in reason
+    assert not workdir.exists()  # not even the resolved spec
+    assert kube.list(JOBS, f"{C.LABEL_RUN}={RUN},{C.LABEL_STAGE}=embed") == []

@@ -288,3 +288,23 @@ def test_a_progressing_indexed_job_waits_for_capacity(h: Harness, monkeypatch: p
     later = _later(monkeypatch, 2 * DEADLINE)
     h.double.cluster.autoscaler(NS, pods[-1]["metadata"]["name"], scale_up=True, at=later - dt.timedelta(seconds=60))
     assert controller.step().outcome is None
+
+
+def test_status_names_a_controller_that_cannot_start(h: Harness) -> None:
+    """Item 12: the controller pod is refused (no `dynamics` ServiceAccount: the chart was not
+    installed in this namespace); `dynamics status` says so instead of a bare "Pending". Its text is
+    the Job controller's FailedCreate on the controller Job (the admission plugin's message:
+    kubernetes plugin/pkg/admission/serviceaccount/admission.go)."""
+    _submitted(h)
+    missing_sa = (f'pods "{RUN}-controller-x7k2p" is forbidden: error looking up service account {NS}/dynamics: '
+                  'serviceaccount "dynamics" not found')
+    h.double.cluster.refuse(DOUBLE_JOBS, NS, f"{RUN}-controller", missing_sa)
+    out = io.StringIO()
+    assert show_status(h.kube(), RUN, out) == 0
+    assert f"run {RUN} in namespace {NS}: Pending" in out.getvalue()
+    assert "reason: the run's controller is not running: its controller pod cannot start (for " in out.getvalue()
+    assert f"s): FailedCreate: Error creating: {missing_sa}" in out.getvalue()
+    h.kube().delete(JOBS, f"{RUN}-controller")
+    out = io.StringIO()
+    show_status(h.kube(), RUN, out)
+    assert "its controller Job does not exist" in out.getvalue()
