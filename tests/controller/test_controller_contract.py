@@ -134,7 +134,7 @@ def test_a_stage_removed_by_ttl_is_never_recreated(h: Harness, outputs: str) -> 
     elif outputs == "old-layout":  # the pre-fingerprint place: not where this spec's embed writes
         for uri in stage_markers(spec, RunPaths.for_run(spec.storage.workdir, run), Stage.EMBED):
             storage.write_marker(uri, marker(spec, Stage.EMBED), storage_config(spec))
-    kube.delete(JOBS, job)  # the TTL controller, before the controller saw Complete
+    h.double.cluster.expire(NS, job)  # the TTL controller, before the controller saw Complete
     creates = job_creates(h)
     for _ in range(5):
         controller.step()

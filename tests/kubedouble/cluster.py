@@ -2,9 +2,25 @@
 
 The double stores objects but runs no controllers: a test plays the Job controller, the Kubeflow
 training operator, the kubelet (pod phases, logs) and the node inventory through :class:`Cluster`.
-Status shapes follow what those components write (Job conditions ``SuccessCriteriaMet``/``Complete``,
-``FailureTarget``/``Failed``, ``completedIndexes``/``failedIndexes``; PyTorchJob conditions
-``Created``/``Running``/``Succeeded``/``Failed``).
+Status shapes follow what those components write, each from its source:
+
+- Job conditions and reasons: kube-controller-manager's Job controller, kubernetes
+  ``pkg/controller/job/job_controller.go`` (v1.31-v1.35: ``SuccessCriteriaMet`` then ``Complete`` with
+  reason ``CompletionsReached`` "Reached expected number of succeeded pods"; ``FailureTarget`` then
+  ``Failed`` with ``BackoffLimitExceeded`` "Job has reached the specified backoff limit" or
+  ``FailedIndexes`` "Job has failed indexes"; v1.29-v1.30 write ``Complete``/``Failed`` without the
+  interim conditions, which the controller does not read). ``completedIndexes``/``failedIndexes`` use
+  the interval format of ``pkg/controller/job/indexed_job_utils.go``.
+- PyTorchJob conditions: training-operator v1.9 ``pkg/util/status.go`` and
+  ``pkg/controller.v1/pytorch/pytorchjob_controller.go`` (``Created`` "PyTorchJob NAME is created.",
+  ``Running``, ``Succeeded`` "... is successfully completed.", ``Failed`` "... is failed because N
+  Worker replica(s) failed."), ``replicaStatuses`` recounted from the pods.
+- Pod phases and container states: the kubelet (``pkg/kubelet/kubelet_pods.go``: ``waiting`` reason
+  ``ContainerCreating`` before start, ``terminated`` with ``exitCode`` and ``reason`` ``Completed``,
+  ``Error`` or ``OOMKilled``).
+- Refusal, scheduler and autoscaler Events: see ``events.py``.
+- TTL deletion: the TTL-after-finished controller deletes a finished Job with foreground propagation
+  (``pkg/controller/ttlafterfinished/ttlafterfinished_controller.go``): :meth:`Cluster.expire`.
 """
 
 from __future__ import annotations
@@ -18,7 +34,7 @@ from . import events as recorder
 from .apierrors import StatusError
 from .operator import refused, with_init_container
 from .resources import EVENTS, JOBS, NODES, PODS, PYTORCHJOBS, ResourceType
-from .store import Obj, Store, now_rfc3339
+from .store import Obj, Propagation, Store, now_rfc3339
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
@@ -165,6 +181,10 @@ class Cluster:
             lambda o: all((o["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items()),
         )
         return items
+
+    def expire(self, namespace: str, name: str) -> None:
+        """The TTL-after-finished controller's delete of a finished Job (foreground propagation)."""
+        self.store.delete(JOBS, namespace, name, Propagation.FOREGROUND)
 
     # --- what the scheduler, the autoscaler and the creating controllers say ---
     def refuse(self, rt: ResourceType, namespace: str, name: str, message: str,
