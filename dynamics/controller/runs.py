@@ -181,7 +181,7 @@ def now_utc() -> dt.datetime:
 MAX_PENDING_PODS_READ = 8
 
 
-def _events_about(kube: Kube, uid: str) -> list[Obj]:
+def events_about(kube: Kube, uid: str) -> list[Obj]:
     """Events about the object with ``uid`` (the field selector kube-apiserver offers for Events);
     [] for an older Role without "list events": pods alone still tell a lot."""
     try:
@@ -204,9 +204,9 @@ def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stag
     now = now_utc()
     for stage, workload in running_stages(record.spec, observed):
         pods = owned_pods(workload, kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}"))
-        events = _events_about(kube, workload["metadata"]["uid"])
+        events = events_about(kube, workload["metadata"]["uid"])
         for pod in [p for p in pods if _unschedulable(p)][:MAX_PENDING_PODS_READ]:
-            events += _events_about(kube, pod["metadata"]["uid"])
+            events += events_about(kube, pod["metadata"]["uid"])
         signal = stuck_signal(workload, pods, events, now, gang=stage is Stage.TRAIN)
         reason = stuck_reason(signal, now, record.spec.kubernetes.stuck_after_seconds)
         if reason is not None:

@@ -17,10 +17,18 @@ import yaml
 from dynamics import constants as C
 from dynamics.constants import Stage
 from dynamics.controller.decide import run_status, stage_states
-from dynamics.controller.kube import Kube, KubeApiError, Obj
+from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import age, status_report
-from dynamics.controller.resources import CONFIG_MAPS, EVENTS, JOBS, PODS
-from dynamics.controller.runs import RUNS_SELECTOR, delete_run, now_utc, observe, require_run, run_selector
+from dynamics.controller.resources import CONFIG_MAPS, JOBS, PODS
+from dynamics.controller.runs import (
+    RUNS_SELECTOR,
+    delete_run,
+    events_about,
+    now_utc,
+    observe,
+    require_run,
+    run_selector,
+)
 from dynamics.controller.state import Phase, RunStatus
 from dynamics.controller.stuck import controller_trouble, owned_pods
 from dynamics.spec import names
@@ -37,15 +45,6 @@ def pods_by_stage(kube: Kube, run: str) -> dict[Stage, Counter[str]]:
     return counts
 
 
-def _events_about(kube: Kube, uid: str) -> list[Obj]:
-    try:
-        return kube.list(EVENTS, fields=f"involvedObject.uid={uid}")
-    except KubeApiError as err:
-        if err.status != 403:
-            raise
-        return []
-
-
 def controller_problem(kube: Kube, run: str) -> str | None:
     """Why the run's controller is not running (see :func:`controller_trouble`), read from its Job,
     pods and Events; None when it runs, or when the user may not read them."""
@@ -60,9 +59,9 @@ def controller_problem(kube: Kube, run: str) -> str | None:
     job = next((j for j in jobs if j["metadata"]["name"] == names.controller_job(run)), None)
     events = []
     if job is not None:
-        events = _events_about(kube, job["metadata"]["uid"])
+        events = events_about(kube, job["metadata"]["uid"])
         for pod in owned_pods(job, pods):
-            events += _events_about(kube, pod["metadata"]["uid"])
+            events += events_about(kube, pod["metadata"]["uid"])
     return controller_trouble(job, pods, events, now_utc())
 
 
