@@ -22,7 +22,7 @@ from types import FrameType
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.local.lifecycle import RunLock, descendants
+from dynamics.local.lifecycle import ENV_RUN_ID, RunLock, bound_command, descendants
 from dynamics.local.procs import Proc, StageRun
 from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
@@ -95,8 +95,8 @@ def _local_command(command: list[str], port: int, env: dict[str, str]) -> list[s
     return out
 
 
-def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path) -> list[Proc]:
-    """The processes standing in for ``stage``'s pods."""
+def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path, run_id: str = "") -> list[Proc]:
+    """The processes standing in for ``stage``'s pods; each carries ``run_id`` (see ``RunLock.run_id``)."""
     procs: list[Proc] = []
     for obj in render_stage(spec, stage):
         templates = _templates(obj)
@@ -108,13 +108,15 @@ def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path)
             ctr = template["spec"]["containers"][0]
             for i in range(replicas):
                 env = _container_env(ctr, spec, spec_path)
+                env[ENV_RUN_ID] = run_id
                 if indexed:
                     env[C.ENV_JOB_INDEX] = str(i)
                 if obj["kind"] == "PyTorchJob":
                     env.update(_torch_env(obj, rank, nnodes, port))
                 label = f"{stage.value}-{i}" if indexed else (f"{stage.value}-{role.lower()}-{i}"
                                                                if obj["kind"] == "PyTorchJob" else stage.value)
-                procs.append(Proc(label, _local_command(ctr["command"], port, env), env, log_dir / f"{label}.log"))
+                command = bound_command(_local_command(ctr["command"], port, env), sys.executable)
+                procs.append(Proc(label, command, env, log_dir / f"{label}.log"))
                 rank += 1
     return procs
 
@@ -129,11 +131,13 @@ def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
     running: list[Proc] = []
     ticks = 0
     while pending or running:
+        started = False
         while pending and len(running) < run.parallel:
             proc = pending.popleft()
             proc.start()
             running.append(proc)
-        if ticks % RECORD_EVERY == 0:
+            started = True
+        if started or ticks % RECORD_EVERY == 0:
             # So that a rerun can stop whatever outlives this runner (see RunLock.stop_orphans).
             lock.record(descendants(os.getpid()))
         ticks += 1
@@ -234,7 +238,7 @@ def _run(spec: RunSpec, paths: RunPaths, state: Path, lock: RunLock, max_paralle
             reporter.say(f"- {stage.value}: already complete, skipped")
             timings[stage] = None
             continue
-        procs = stage_processes(spec, stage, spec_path, log_dir)
+        procs = stage_processes(spec, stage, spec_path, log_dir, lock.run_id)
         run = StageRun(stage, procs, _parallelism(stage, procs, max_parallel))
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
