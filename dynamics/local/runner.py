@@ -26,6 +26,7 @@ from dynamics.local.lifecycle import ENV_RUN_ID, RunLock, bound_command, descend
 from dynamics.local.procs import Proc, StageRun
 from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
+from dynamics.local.shared import SharedStage
 from dynamics.render import render_stage, stages_of
 from dynamics.render.pod import Obj
 from dynamics.spec.fingerprint import run_paths
@@ -34,12 +35,15 @@ from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
 from dynamics.stages.progress import stage_complete
 from dynamics.stages.rerun import check_rerun
+from dynamics.storage import claims
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
 POLL_SECONDS = 0.2
 RECORD_EVERY = 5  # polls between scans of the process tree (a /proc walk)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Test hook: stop after this stage (e.g. "assign": only the stages runs may share).
+ENV_UNTIL = "DYNAMICS_LOCAL_UNTIL"
 
 
 def _free_port() -> int:
@@ -126,11 +130,18 @@ def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
     return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
 
 
-def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
+def _drive(run: StageRun, reporter: Reporter, lock: RunLock, shared: SharedStage | None = None) -> bool:
     pending = deque(run.procs)
     running: list[Proc] = []
     ticks = 0
     while pending or running:
+        if shared is not None:
+            try:
+                shared.heartbeat()
+            except claims.ClaimLost:
+                for proc in running:
+                    proc.stop()
+                raise
         started = False
         while pending and len(running) < run.parallel:
             proc = pending.popleft()
@@ -156,6 +167,14 @@ def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
             reporter.proc_done(run, proc)
         reporter.tick(run, running)
     return True
+
+
+def _stages(spec: RunSpec) -> list[Stage]:
+    """The run's stages, up to the one named by :data:`ENV_UNTIL` when set."""
+    stages = list(stages_of(spec))
+    until = os.environ.get(ENV_UNTIL)
+    names = [s.value for s in stages]
+    return stages[: names.index(until) + 1] if until in names else stages
 
 
 def _install_signal_handlers(current: list[StageRun], lock: RunLock) -> None:
@@ -233,9 +252,14 @@ def _run(spec: RunSpec, paths: RunPaths, state: Path, lock: RunLock, max_paralle
     current: list[StageRun] = []
     _install_signal_handlers(current, lock)
     timings: dict[Stage, float | None] = {}
-    for stage in stages_of(spec):
+    for stage in _stages(spec):
         if stage_complete(spec, paths, stage, cfg):
             reporter.say(f"- {stage.value}: already complete, skipped")
+            timings[stage] = None
+            continue
+        shared = SharedStage.of(paths, stage, cfg, lock.run_id)
+        if shared is not None and not shared.claim_or_wait(spec, paths, reporter.say):
+            reporter.say(f"- {stage.value}: completed by another run, skipped")
             timings[stage] = None
             continue
         procs = stage_processes(spec, stage, spec_path, log_dir, lock.run_id)
@@ -243,7 +267,11 @@ def _run(spec: RunSpec, paths: RunPaths, state: Path, lock: RunLock, max_paralle
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
         start = time.monotonic()
-        ok = _drive(run, reporter, lock)
+        try:
+            ok = _drive(run, reporter, lock, shared)
+        finally:
+            if shared is not None:
+                shared.release()
         reporter.stage_finished(stage, ok)
         if not ok:
             proc = run.failed
