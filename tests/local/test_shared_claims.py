@@ -28,7 +28,7 @@ def _spec(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow  # ~25 s alone, ~50 s on a loaded box: two runners and one embed process
+@pytest.mark.slow  # ~10 s on an idle box, ~50 s on a loaded one: two runners and one embed process
 def test_two_runs_started_together_compute_each_shared_stage_once(tmp_path: Path) -> None:
     _spec(tmp_path)
     # Only the embed stage (cluster-fit and assign are claimed the same way); slowed a little so the second
