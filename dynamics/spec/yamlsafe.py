@@ -88,6 +88,9 @@ def read_spec_text(path: str | Path) -> str:
         raise SpecError(f"cannot read spec file '{p}': {exc.strerror}") from exc
     finally:
         os.close(fd)
+    if not data.strip():
+        raise SpecError(f"{p}: the spec file is empty" + ("" if regular else " (a pipe or FIFO without a writer "
+                        "reads as empty)"), hint="pass the path of a run spec YAML, e.g. examples/quickstart.yaml")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
