@@ -22,15 +22,53 @@ from dynamics.errors import DynamicsError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _PROC = Path("/proc")
+# Every process of a local run carries its run's identity (the run's state directory) in this variable:
+# a rerun finds them by it even when the record of their PIDs was lost (killed before it was written).
+ENV_RUN_ID = "DYNAMICS_LOCAL_RUN"
+
+# Run by `python -S -c` in front of a command, before anything is imported: bind this process to its
+# parent (the parent-death signal, then a check that the parent is still of this run, which catches a
+# parent that died before the signal was armed), then exec the command (exec keeps the signal armed).
+BIND_PREAMBLE = f"""\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+want = os.environ.get("{ENV_RUN_ID}", "")
+try:
+    with open("/proc/%d/environ" % os.getppid(), "rb") as fh:
+        mine = ("{ENV_RUN_ID}=" + want).encode() in fh.read().split(b"\\0")
+except OSError:
+    mine = False
+if not want or not mine:
+    os._exit(137)
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
 
 
-def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+def bound_command(command: list[str], python: str) -> list[str]:
+    """``command`` with the processes that torchrun starts bound to it from their first instruction.
+
+    torchrun starts its workers in sessions of their own, so a kill of the runner's process group
+    misses them, and the trainer can only arm its parent-death signal after seconds of imports. With
+    ``--no-python ENTRY ARGS`` torchrun runs ENTRY itself; it becomes ``python -S -c BIND_PREAMBLE ENTRY
+    ARGS``. Commands of other shapes are returned unchanged. Pure.
+    """
+    if not command or os.path.basename(command[0]) != "torchrun" or "--no-python" not in command:
+        return list(command)
+    at = command.index("--no-python") + 1
+    if at >= len(command):
+        return list(command)
+    return [*command[:at], python, "-S", "-c", BIND_PREAMBLE, *command[at:]]
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGKILL, parent: int | None = None) -> None:
     """Have the kernel send ``sig`` to this process when its parent exits.
 
     torchrun starts its workers in sessions of their own, so killing the runner's process group
-    misses them; with this they end with their parent however it ends (even SIGKILL).
+    misses them; with this they end with their parent however it ends (even SIGKILL). ``parent``:
+    the PID the parent must have (a forked loader worker passes its trainer's); when the parent is
+    already another one (it died before the signal was armed), this process ends at once.
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
@@ -92,6 +130,33 @@ def descendants(root: int) -> list[ProcId]:
     return out
 
 
+def _environ_has(pid: int, entry: bytes) -> bool:
+    try:
+        with open(_PROC / str(pid) / "environ", "rb") as fh:
+            return entry in fh.read().split(b"\0")
+    except OSError:  # gone, or another user's: not ours either way
+        return False
+
+
+def run_processes(run_id: str) -> list[ProcId]:
+    """Live processes carrying ``ENV_RUN_ID=run_id`` (this process and its ancestors excluded)."""
+    if not _PROC.is_dir():
+        return []
+    entry = f"{ENV_RUN_ID}={run_id}".encode()
+    skip, pid = set(), os.getpid()
+    while pid > 1 and pid not in skip:  # ourselves and our ancestors: never ours to stop
+        skip.add(pid)
+        stat = _stat(pid)
+        pid = stat[0] if stat else 0
+    out = []
+    for name in os.listdir(_PROC):
+        if name.isdigit() and int(name) not in skip and _environ_has(int(name), entry):
+            found = proc_id(int(name))
+            if found is not None:
+                out.append(found)
+    return out
+
+
 def kill_all(procs: list[ProcId], grace: float = 5.0) -> list[ProcId]:
     """SIGTERM each still-live process, SIGKILL what is left after ``grace`` s; returns those signalled."""
     signalled = []
@@ -146,15 +211,24 @@ class RunLock:
         fh.flush()
         self._fh = fh
 
+    @property
+    def run_id(self) -> str:
+        """The identity every process of this run carries in ``ENV_RUN_ID``: its state directory."""
+        return str(self.path.parent.resolve())
+
     def stop_orphans(self) -> list[ProcId]:
-        """Stop processes a previous (dead) runner of this run left behind; returns those stopped."""
+        """Stop processes a previous (dead) runner of this run left behind; returns those stopped.
+
+        Those recorded, and those carrying this run's identity in their environment (found even when the
+        record was lost: a process started after the runner's last record, or the record cut short)."""
         try:
             recorded = json.loads(self.pids_path.read_text(encoding="utf-8"))
             procs = [ProcId(int(p["pid"]), int(p["start"])) for p in recorded]
         except FileNotFoundError:
-            return []
+            procs = []
         except (ValueError, KeyError, TypeError):
             procs = []  # a record cut short by the kill: nothing trustworthy to act on
+        procs += [p for p in run_processes(self.run_id) if p not in procs]
         stopped = kill_all([p for p in procs if alive(p)])
         self.pids_path.unlink(missing_ok=True)
         return stopped

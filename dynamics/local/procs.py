@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import subprocess
 import time
@@ -45,9 +47,11 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # One log per attempt: the tail shown on failure is this attempt's.
         log = self.log_path.open("wb")
-        # die_with_parent: if the runner is killed (even SIGKILL), its children end with it.
+        # die_with_parent, armed between fork and exec against this runner's PID: if the runner is killed
+        # (even SIGKILL, even before the signal was armed), its children end with it.
+        bind = functools.partial(die_with_parent, parent=os.getpid())
         self.popen = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+                                      stdin=subprocess.DEVNULL, preexec_fn=bind)
         log.close()
         self.started = time.monotonic()
 

@@ -29,15 +29,23 @@ def data_problem_lines(paths: RunPaths, cfg: storage.StorageConfig) -> list[str]
     """Corrupt or skipped data found by the embed stage, by kind, with the first few named."""
     counts: dict[str, int] = {}
     problems: list[dict[str, str]] = []
+    lost = expected = 0
     stats_files = [u for u in storage.list_uris(paths.embed_dir(), cfg) if u.endswith(".stats.json")]
     for uri in sorted(stats_files):
         stats = _read(uri, cfg) or {}
         for kind, n in stats.get("skipped", {}).items():
             counts[kind] = counts.get(kind, 0) + int(n)
         problems += stats.get("problems", [])
+        samples = stats.get("samples") or {}
+        lost += int(samples.get("lost", 0))
+        expected += int(samples.get("expected", 0))
     if not counts:
         return []
+    # Both counts: problems by kind (an unreadable shard is one), and the samples they cost.
     lines = ["\ndata problems: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))]
+    if expected:
+        lines.append(f"  samples lost: {lost} of {expected} ({_pct(lost / expected)}; unreadable or truncated "
+                     "shards count the samples they held)")
     for p in problems[:SHOWN_PROBLEMS]:
         member = f" ({p['member']})" if p.get("member") else ""
         lines.append(f"  {p['kind']}: {p['shard']}{member}")

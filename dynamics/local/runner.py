@@ -22,10 +22,11 @@ from types import FrameType
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.local.lifecycle import RunLock, descendants
+from dynamics.local.lifecycle import ENV_RUN_ID, RunLock, bound_command, descendants
 from dynamics.local.procs import Proc, StageRun
 from dynamics.local.progress import Reporter, make_reporter
 from dynamics.local.report import print_summary
+from dynamics.local.shared import SharedStage
 from dynamics.render import render_stage, stages_of
 from dynamics.render.pod import Obj
 from dynamics.spec.fingerprint import run_paths
@@ -34,12 +35,15 @@ from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
 from dynamics.stages.progress import stage_complete
 from dynamics.stages.rerun import check_rerun
+from dynamics.storage import claims
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
 POLL_SECONDS = 0.2
 RECORD_EVERY = 5  # polls between scans of the process tree (a /proc walk)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Test hook: stop after this stage (e.g. "assign": only the stages runs may share).
+ENV_UNTIL = "DYNAMICS_LOCAL_UNTIL"
 
 
 def _free_port() -> int:
@@ -95,8 +99,8 @@ def _local_command(command: list[str], port: int, env: dict[str, str]) -> list[s
     return out
 
 
-def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path) -> list[Proc]:
-    """The processes standing in for ``stage``'s pods."""
+def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path, run_id: str = "") -> list[Proc]:
+    """The processes standing in for ``stage``'s pods; each carries ``run_id`` (see ``RunLock.run_id``)."""
     procs: list[Proc] = []
     for obj in render_stage(spec, stage):
         templates = _templates(obj)
@@ -108,13 +112,15 @@ def stage_processes(spec: RunSpec, stage: Stage, spec_path: Path, log_dir: Path)
             ctr = template["spec"]["containers"][0]
             for i in range(replicas):
                 env = _container_env(ctr, spec, spec_path)
+                env[ENV_RUN_ID] = run_id
                 if indexed:
                     env[C.ENV_JOB_INDEX] = str(i)
                 if obj["kind"] == "PyTorchJob":
                     env.update(_torch_env(obj, rank, nnodes, port))
                 label = f"{stage.value}-{i}" if indexed else (f"{stage.value}-{role.lower()}-{i}"
                                                                if obj["kind"] == "PyTorchJob" else stage.value)
-                procs.append(Proc(label, _local_command(ctr["command"], port, env), env, log_dir / f"{label}.log"))
+                command = bound_command(_local_command(ctr["command"], port, env), sys.executable)
+                procs.append(Proc(label, command, env, log_dir / f"{label}.log"))
                 rank += 1
     return procs
 
@@ -124,16 +130,25 @@ def _parallelism(stage: Stage, procs: list[Proc], max_parallel: int) -> int:
     return len(procs) if stage is Stage.TRAIN else max(1, min(max_parallel, len(procs)))
 
 
-def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
+def _drive(run: StageRun, reporter: Reporter, lock: RunLock, shared: SharedStage | None = None) -> bool:
     pending = deque(run.procs)
     running: list[Proc] = []
     ticks = 0
     while pending or running:
+        if shared is not None:
+            try:
+                shared.heartbeat()
+            except claims.ClaimLost:
+                for proc in running:
+                    proc.stop()
+                raise
+        started = False
         while pending and len(running) < run.parallel:
             proc = pending.popleft()
             proc.start()
             running.append(proc)
-        if ticks % RECORD_EVERY == 0:
+            started = True
+        if started or ticks % RECORD_EVERY == 0:
             # So that a rerun can stop whatever outlives this runner (see RunLock.stop_orphans).
             lock.record(descendants(os.getpid()))
         ticks += 1
@@ -152,6 +167,14 @@ def _drive(run: StageRun, reporter: Reporter, lock: RunLock) -> bool:
             reporter.proc_done(run, proc)
         reporter.tick(run, running)
     return True
+
+
+def _stages(spec: RunSpec) -> list[Stage]:
+    """The run's stages, up to the one named by :data:`ENV_UNTIL` when set."""
+    stages = list(stages_of(spec))
+    until = os.environ.get(ENV_UNTIL)
+    names = [s.value for s in stages]
+    return stages[: names.index(until) + 1] if until in names else stages
 
 
 def _install_signal_handlers(current: list[StageRun], lock: RunLock) -> None:
@@ -229,17 +252,26 @@ def _run(spec: RunSpec, paths: RunPaths, state: Path, lock: RunLock, max_paralle
     current: list[StageRun] = []
     _install_signal_handlers(current, lock)
     timings: dict[Stage, float | None] = {}
-    for stage in stages_of(spec):
+    for stage in _stages(spec):
         if stage_complete(spec, paths, stage, cfg):
             reporter.say(f"- {stage.value}: already complete, skipped")
             timings[stage] = None
             continue
-        procs = stage_processes(spec, stage, spec_path, log_dir)
+        shared = SharedStage.of(paths, stage, cfg, lock.run_id)
+        if shared is not None and not shared.claim_or_wait(spec, paths, reporter.say):
+            reporter.say(f"- {stage.value}: completed by another run, skipped")
+            timings[stage] = None
+            continue
+        procs = stage_processes(spec, stage, spec_path, log_dir, lock.run_id)
         run = StageRun(stage, procs, _parallelism(stage, procs, max_parallel))
         current[:] = [run]
         reporter.stage_started(stage, len(procs))
         start = time.monotonic()
-        ok = _drive(run, reporter, lock)
+        try:
+            ok = _drive(run, reporter, lock, shared)
+        finally:
+            if shared is not None:
+                shared.release()
         reporter.stage_finished(stage, ok)
         if not ok:
             proc = run.failed

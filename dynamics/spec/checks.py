@@ -44,8 +44,9 @@ def _name_length(spec: RunSpec) -> list[Problem]:
     longest = max(tails, key=len)
     limit = MAX_NAME - len(longest)
     if len(spec.name) > limit:
-        return [Problem("name", f"'{spec.name}' is {len(spec.name)} characters; pod names such as "
-                        f"'{spec.name}{longest}' would exceed {MAX_NAME}",
+        shown = spec.name if len(spec.name) <= 2 * MAX_NAME else spec.name[:MAX_NAME] + "..."
+        return [Problem("name", f"'{shown}' is {len(spec.name):,} characters; pod names such as "
+                        f"'{shown}{longest}' would exceed {MAX_NAME}",
                         f"use a name of at most {limit} characters")]
     if not spec.name[0].isalpha():
         return [Problem("name", "must start with a letter (Service names are DNS-1035 labels)",
@@ -136,7 +137,10 @@ def _phases(spec: RunSpec) -> list[Problem]:
 
 # Environment variable names that hold credentials, and credentials recognisable inside any string.
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCESS_KEY|PRIVATE_KEY|API_KEY|CREDENTIAL", re.I)
-_URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@", re.I)
+# Anchored at "://" (a scheme character before it), not at the scheme's first letter: a leading
+# `[a-z][a-z0-9+.-]*` is tried from every letter of a long word, which is quadratic in its length.
+# From "://" each try stops at the next "/", which the next "://" contains, so the scan is linear.
+_URL_USERINFO = re.compile(r"(?<=[a-z0-9+.-])://[^/@\s:]+:[^/@\s]+@", re.I)
 _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _USE_A_SECRET = ("remove it and keep credentials in a Secret: `kubectl create secret generic s3-creds "
                  "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=...`, then set "

@@ -1,7 +1,8 @@
 """YAML parsing with limits, so a hostile or broken spec file fails fast with one clear message.
 
 A run spec is a few KB. Limits checked before anything is built from the text: its size, the nesting
-depth, and the number of nodes after aliases are expanded (an "alias bomb" of a few lines expands to
+depth, explicit tags (only the plain types: ``!!binary``, ``!!set``, ``!!python/...`` and custom tags are
+refused), and the number of nodes after aliases are expanded (an "alias bomb" of a few lines expands to
 billions: the parsed data shares them, but validating, rendering and dumping it would not). While
 building: integers longer than any real setting, and duplicate keys (YAML's last-wins hides typos).
 Every check is linear in the text; the event pass is iterative, so deep nesting cannot recurse.
@@ -24,6 +25,9 @@ MAX_NODES = 20_000  # real specs have a few hundred values
 MAX_INT_DIGITS = 40
 _FIX_ALIAS = "write the values out, or use fewer/shallower anchors and aliases"
 _FIX_SIZE = "a run spec has a few hundred values: keep long lists (keys, class names) in files it points at"
+# Explicit tags a spec may carry: the plain JSON-like types (None: no tag; "!": the non-specific tag).
+_PLAIN_TAGS = frozenset({None, "!", *(f"tag:yaml.org,2002:{t}" for t in
+                                      ("str", "int", "float", "bool", "null", "seq", "map"))})
 
 
 def _where(mark: yaml.Mark | None) -> str:
@@ -37,8 +41,18 @@ def check_size(size: int, source: str) -> None:
                         hint="a run spec is a few KB: check that this is the right file")
 
 
-def check_structure(text: str, source: str) -> None:
-    """Nesting depth and expanded node count, from the parser's events (no recursion, no objects)."""
+def _check_tag(event: events.NodeEvent, source: str) -> None:
+    tag = getattr(event, "tag", None)
+    if tag not in _PLAIN_TAGS:
+        shown = tag.replace("tag:yaml.org,2002:", "!!") if isinstance(tag, str) else tag
+        raise SpecError(f"{source}: the tag {shown} at {_where(event.start_mark)} is not accepted; a run "
+                        "spec holds plain values (text, numbers, true/false, lists, mappings)",
+                        hint="remove the tag and write the value out as plain text")
+
+
+def check_structure(text: str, source: str, max_depth: int = MAX_DEPTH) -> None:
+    """Nesting depth (at most ``max_depth``), tags and expanded node count, from the parser's events
+    (no recursion, no objects)."""
     anchors: dict[str, int] = {}
     stack: list[tuple[str | None, int]] = []  # (anchor, nodes so far) of each open collection
     total = 0
@@ -56,8 +70,10 @@ def check_structure(text: str, source: str) -> None:
                             f"{_where(event.start_mark)}{why})", hint=_FIX_ALIAS if aliased else _FIX_SIZE)
 
     for event in yaml.parse(text, Loader=_BASE):
+        if isinstance(event, events.NodeEvent) and not isinstance(event, events.AliasEvent):
+            _check_tag(event, source)
         if isinstance(event, events.CollectionStartEvent):
-            if len(stack) >= MAX_DEPTH:
+            if len(stack) >= max_depth:
                 raise SpecError(f"{source}: maximum nesting depth ({MAX_DEPTH}) exceeded at "
                                 f"{_where(event.start_mark)}", hint="a run spec nests a few levels only")
             stack.append((event.anchor, 1))
@@ -110,10 +126,11 @@ class LimitedLoader(_BASE):  # type: ignore[misc,valid-type]
 LimitedLoader.add_constructor("tag:yaml.org,2002:int", LimitedLoader.construct_yaml_int)
 
 
-def load_limited(text: str, source: str) -> Any:
-    """``yaml.safe_load`` with every limit of this module; YAML errors propagate as yaml's."""
+def load_limited(text: str, source: str, max_depth: int = MAX_DEPTH) -> Any:
+    """``yaml.safe_load`` with every limit of this module (nesting at most ``max_depth`` levels);
+    YAML errors propagate as yaml's."""
     check_size(len(text.encode("utf-8", errors="surrogatepass")), source)
-    check_structure(text, source)
+    check_structure(text, source, max_depth)
     loader = LimitedLoader(text)
     loader.source = source
     try:

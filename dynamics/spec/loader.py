@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from dynamics.errors import SpecError
 from dynamics.spec.checks import CrossFieldErrors
 from dynamics.spec.fixes import fix_for
-from dynamics.spec.limits import check_size, load_limited
 from dynamics.spec.model import RunSpec
+from dynamics.spec.yamlsafe import parse_yaml, read_spec_text
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -50,19 +50,6 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {count} problem{'s' if count != 1 else ''} in the run spec:\n" + "\n".join(lines)
 
 
-def parse_yaml(text: str, source: str) -> Any:
-    """Parse YAML within :mod:`dynamics.spec.limits`; syntax errors become a SpecError with line and column."""
-    try:
-        return load_limited(text, source)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError(f"{source}: YAML syntax error at {where}: {exc.problem}",
-                        hint="fix the YAML syntax (indentation, colons, quotes)") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: not valid YAML: {exc}") from exc
-
-
 def validate(data: Any, source: str = "spec") -> RunSpec:
     """Validate a parsed spec; every problem is reported at once as a SpecError."""
     if not isinstance(data, dict):
@@ -94,14 +81,7 @@ def merge_defaults(defaults: dict[str, Any], data: dict[str, Any]) -> tuple[dict
 def read_spec_data(path: str | Path) -> dict[str, Any]:
     """The spec file parsed but not validated (to merge defaults into it first)."""
     p = Path(path)
-    try:
-        if p.is_file():
-            check_size(p.stat().st_size, str(p))  # before reading a huge file into memory
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SpecError(f"spec file '{p}' not found", hint="pass the path of a run spec YAML") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"cannot read spec file '{p}': {exc}") from exc
+    text = read_spec_text(p)  # capped, never blocks
     data = parse_yaml(text, str(p))
     if not isinstance(data, dict):
         raise SpecError(f"{p}: the run spec must be a YAML mapping, got {type(data).__name__}",

@@ -28,6 +28,7 @@ from dynamics.storage.pattern import expand as expand_pattern
 # Re-exported: callers read skip kinds from the module that reads shards.
 from dynamics.storage.skips import MAX_PROBLEMS as MAX_PROBLEMS
 from dynamics.storage.skips import CorruptImage as CorruptImage
+from dynamics.storage.skips import ShardRead as ShardRead
 from dynamics.storage.skips import SkipReason, SkipStats
 
 if TYPE_CHECKING:
@@ -153,11 +154,13 @@ def _split_key(name: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2).lower()
 
 
-def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None) -> Iterator[tuple[str, bytes]]:
+def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
+                 read: ShardRead | None = None) -> Iterator[tuple[str, bytes]]:
     """``(name, data)`` of the regular tar members of ``stream``, stopping at truncation.
 
     A shard that cannot be read to its end is counted (and named, given its ``url``) as
-    ``empty_shard``, ``not_a_tar`` or ``truncated_shard`` with the last complete member.
+    ``empty_shard``, ``not_a_tar`` or ``truncated_shard`` with the last complete member, and
+    ``read.complete`` is set False.
     """
     tracker = _TailTracker(stream)
     last: str | None = None
@@ -179,6 +182,8 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None) ->
         complete = False
     if not complete:
         stats.add(_unreadable_kind(tracker), shard=url, member=f"after {last}" if last else None)
+        if read is not None:
+            read.complete = False
 
 
 def _unreadable_kind(tracker: _TailTracker) -> SkipReason:
@@ -261,26 +266,30 @@ def _to_sample(url: str, key: str, parts: dict[str, bytes], row: int, stats: Ski
     )
 
 
-def iter_stream(url: str, stream: IO[bytes], stats: SkipStats) -> Iterator[Sample]:
+def iter_stream(url: str, stream: IO[bytes], stats: SkipStats, read: ShardRead | None = None) -> Iterator[Sample]:
     """Samples of an already opened tar stream (see :func:`iter_samples`)."""
+    read = read if read is not None else ShardRead()
     # Members are only yielded once fully read, so even the last group before a cut holds
     # complete files; if the cut took its caption, it is flagged like any other missing caption.
-    for row, (key, parts) in enumerate(_group(iter_members(stream, stats, url), stats, url)):
+    for row, (key, parts) in enumerate(_group(iter_members(stream, stats, url, read), stats, url)):
+        read.rows = row + 1
         sample = _to_sample(url, key, parts, row, stats)
         if sample is not None:
             yield sample
 
 
-def iter_samples(url: str, cfg: StorageConfig | None, stats: SkipStats) -> Iterator[Sample]:
+def iter_samples(url: str, cfg: StorageConfig | None, stats: SkipStats,
+                 read: ShardRead | None = None) -> Iterator[Sample]:
     """Stream the samples of one shard (S3 or local) without downloading it first.
 
     Samples without an image are skipped (``missing_image``); samples without a caption are
     yielded with ``caption=None`` and counted (``missing_caption``). A truncated shard yields
-    its complete samples, then stops and counts ``truncated_shard``. Storage errors (missing
-    shard, rejected credentials) raise :class:`StorageError`.
+    its complete samples, then stops and counts ``truncated_shard``. ``read``, when given, gets the
+    shard's sample count and whether it was read to its end. Storage errors (missing shard,
+    rejected credentials) raise :class:`StorageError`.
     """
     with storage.open_stream(url, cfg) as stream:
-        yield from iter_stream(url, stream, stats)
+        yield from iter_stream(url, stream, stats, read)
 
 
 # ---------------------------------------------------------------- images

@@ -79,3 +79,58 @@ class SkipStats:
     def from_dict(cls, data: Mapping[str, int]) -> SkipStats:
         """Inverse of :meth:`to_dict`."""
         return cls().merge(data)
+
+
+# Kinds that end a shard early: the samples it should have held after that point are lost unseen.
+SHARD_KINDS = frozenset({SkipReason.TRUNCATED_SHARD, SkipReason.EMPTY_SHARD, SkipReason.NOT_A_TAR})
+# Kinds counted per sample that was seen but not used (flagged kinds such as a missing caption are used).
+SAMPLE_KINDS = frozenset({SkipReason.CORRUPT_IMAGE, SkipReason.MISSING_IMAGE})
+
+
+@dataclass
+class ShardRead:
+    """How much of one shard was read: its samples (key groups, skipped ones included) and whether to the end."""
+
+    rows: int = 0
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class DataLoss:
+    """A part's data loss counted in samples. Pure data; see :func:`data_loss`."""
+
+    expected: int  # samples the part's shards hold (read, plus those lost)
+    lost_in_shards: int  # samples an unreadable or truncated shard should have held but did not give
+    skipped: int  # samples read but unusable (undecodable or missing image)
+    estimated: tuple[str, ...] = ()  # shards whose loss is estimated from the part's other shards
+
+    @property
+    def lost(self) -> int:
+        """Every sample the part should have given and did not."""
+        return self.lost_in_shards + self.skipped
+
+    @property
+    def fraction(self) -> float:
+        """``lost / expected`` (0 for an empty part)."""
+        return self.lost / self.expected if self.expected else 0.0
+
+
+def data_loss(reads: Mapping[str, ShardRead], known: Mapping[str, int], skipped: int) -> DataLoss:
+    """Samples lost by a part whose shards read as ``reads``; ``known``: the samples a shard held when
+    it was last read whole (the embed stage's index). A shard without a known count is assumed to
+    hold the median of the part's shards read whole, and at least one more sample than it gave. Pure."""
+    whole = sorted(r.rows for r in reads.values() if r.complete)
+    typical = whole[len(whole) // 2] if whole else 0
+    expected = lost = 0
+    estimated = []
+    for url, read in sorted(reads.items()):
+        held = read.rows
+        if not read.complete:
+            if url in known:
+                held = max(known[url], read.rows)
+            else:
+                held = max(typical, read.rows + 1)
+                estimated.append(url)
+        lost += held - read.rows
+        expected += held
+    return DataLoss(expected, lost, skipped, tuple(estimated))

@@ -12,8 +12,11 @@ import pytest
 from specs import make_spec, write_spec
 
 from dynamics.demo import write_test_shards
+from dynamics.errors import DynamicsError
 from dynamics.local.report import data_problem_lines
 from dynamics.spec.fingerprint import run_paths
+from dynamics.stages.common import storage_config
+from dynamics.stages.embed.run import embed_part
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -67,3 +70,38 @@ def test_corrupt_fraction_above_the_limit_fails_the_stage(tmp_path: Path, shards
     assert result.returncode != 0
     assert "data.maxCorruptFraction" in result.stderr and "Traceback" not in result.stderr
     assert not storage.exists(paths.embed_marker(0)) and not storage.exists(paths.embed_stats(0))
+
+
+@pytest.fixture
+def cut_part(tmp_path: Path) -> dict:
+    """Five shards of 20 samples; the last is cut in the middle of its 11th sample (10 samples lost)."""
+    data = write_test_shards(str(tmp_path / "data"), 5, 20, corrupt_image=False, missing_caption=False, seed=3)
+    return {**data, "pattern": str(tmp_path / "data" / "{00000..00004}.tar")}
+
+
+def _embed_part(tmp_path: Path, data: dict, **spec_data: object) -> RunPaths:
+    """Embed part 0 in this process (a subprocess would import torch again: seconds on a busy CI)."""
+    spec = make_spec(str(tmp_path / "runs"), data["pattern"], approx=100, embed={"shardsPerPart": 5},
+                     data=spec_data)
+    paths = run_paths(spec)
+    embed_part(spec, paths, 0, storage_config(spec))
+    return paths
+
+
+def test_a_truncated_shard_counts_the_samples_it_lost(tmp_path: Path, cut_part: dict,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 21 item 5: one shard cut at half lost 10 of the part's 100 samples (10%); it used to count as
+    one sample (1.1%) and pass a 5% limit."""
+    with pytest.raises(DynamicsError, match=r"10 of 100 samples \(10.0%\).*data.maxCorruptFraction"):
+        _embed_part(tmp_path, cut_part, maxCorruptFraction=0.05)
+
+    paths = _embed_part(tmp_path, cut_part)  # no limit: both counts reported
+    assert "part 0: 10 of 100 samples lost" in caplog.text
+    stats = storage.read_json(paths.embed_stats(0))
+    assert stats["skipped"] == {"truncated_shard": 1}
+    assert stats["samples"] == {"expected": 100, "lost": 10, "lost_in_unreadable_shards": 10, "skipped": 0,
+                                "estimated_from_other_shards": [cut_part["urls"][4]]}
+    assert stats["corrupt_fraction"] == pytest.approx(0.1)
+    assert stats["shard_samples"] == {url: 20 for url in cut_part["urls"][:4]}  # the index: shards read whole
+    report = "\n".join(data_problem_lines(paths, None))
+    assert "1 truncated_shard" in report and "samples lost: 10 of 100 (10.0%" in report

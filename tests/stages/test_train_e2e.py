@@ -217,6 +217,30 @@ def test_killed_run_resumes_with_the_same_samples(reference: Run, bucket: Bucket
         assert max(resumed) == max(uninterrupted) == (1, PHASE2_STEPS)
         for step, rec in uninterrupted.items():
             assert resumed[step]["loss"] == pytest.approx(rec["loss"], abs=1e-4)
+    # Every checkpoint both runs kept is byte-identical, rng_state included (issue 21 item 7: the data
+    # loader drew its base seed from the restored default generator, a draw the uninterrupted run had
+    # made at the epoch's start).
+    killed_paths = RunPaths.for_run(f"{bucket.uri}/killed", RUN)
+    ours = {(r.phase, r.step): r.uri for r in ckpt.list_checkpoints(killed_paths, None)}
+    theirs = {(r.phase, r.step): r.uri for r in ckpt.list_checkpoints(reference.paths, None)}
+    common = sorted(ours.keys() & theirs.keys())
+    assert (0, PHASE1_STEPS) in common and (1, PHASE2_STEPS) in common, (ours, theirs)
+    for key in common:
+        if storage.read_bytes(ours[key]) != storage.read_bytes(theirs[key]):
+            mine, ref = ckpt.load(ours[key], None), ckpt.load(theirs[key], None)
+            differ = [k for k in ref if _differs(mine.get(k), ref[k])]
+            pytest.fail(f"checkpoint {key} differs from the uninterrupted run's in {differ}")
+
+
+def _differs(a: object, b: object) -> bool:
+    """Whether two checkpoint values differ (tensors compared whole: their repr elides)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() != b.keys() or any(_differs(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is not type(b) or a != b
 
 
 def _kill_after(proc: subprocess.Popen[bytes], keylog: str, *, phase: int, step: int) -> tuple[int, int]:

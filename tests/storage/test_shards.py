@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import braceexpand
@@ -18,9 +19,11 @@ from webdataset.shardlists import expand_urls
 from dynamics.demo import write_test_shards
 from dynamics.demo.images import encode_jpeg, tar_bytes
 from dynamics.errors import StorageError
+from dynamics.stages.embed.loss import known_shard_samples
 from dynamics.storage import objects as storage
 from dynamics.storage import shards
-from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats
+from dynamics.storage.shards import CorruptImage, ShardRead, SkipReason, SkipStats, iter_samples
+from dynamics.storage.skips import data_loss
 from dynamics.storage.wds_s3 import register_s3_handler
 
 # ---------------------------------------------------------------- patterns
@@ -287,3 +290,37 @@ def test_skip_stats_merge_and_round_trip() -> None:
     assert a[SkipReason.CORRUPT_IMAGE] == 4 and a.total == 7
     assert SkipStats.from_dict(a.to_dict()) == a
     assert list(a.to_dict()) == sorted(a.to_dict())
+
+
+def test_data_loss_counts_the_samples_a_damaged_shard_should_have_held() -> None:
+    """Issue 21 item 5: a cut or unreadable shard loses samples, not one."""
+    reads = {"a": ShardRead(100), "b": ShardRead(90), "c": ShardRead(110), "cut": ShardRead(40, complete=False),
+             "empty": ShardRead(0, complete=False)}
+    loss = data_loss(reads, known={}, skipped=3)
+    assert (loss.expected, loss.lost_in_shards, loss.lost) == (500, 160, 163)  # median 100 for both
+    assert loss.estimated == ("cut", "empty") and loss.fraction == pytest.approx(163 / 500)
+    # The embed index knows the cut shard held 70: that wins over the estimate.
+    known = data_loss(reads, known={"cut": 70}, skipped=0)
+    assert (known.expected, known.lost) == (470, 130) and known.estimated == ("empty",)
+    # Nothing read whole and nothing known: each damaged shard lost at least one sample.
+    alone = data_loss({"x": ShardRead(5, complete=False)}, known={}, skipped=0)
+    assert (alone.expected, alone.lost) == (6, 1)
+    assert data_loss({}, {}, 0).fraction == 0.0
+
+
+def test_shard_read_reports_rows_and_completeness(tmp_path: Path) -> None:
+    data = write_test_shards(str(tmp_path), 2, 8, corrupt_image=False, missing_caption=False, seed=1)
+    reads = [ShardRead(), ShardRead()]
+    for url, read in zip(data["urls"], reads, strict=True):
+        list(iter_samples(url, None, SkipStats(), read))
+    assert (reads[0].rows, reads[0].complete) == (8, True)
+    assert (reads[1].rows, reads[1].complete) == (4, False)  # cut inside its 5th sample
+
+
+def test_known_shard_samples_reads_the_embed_index(tmp_path: Path) -> None:
+    workdir = str(tmp_path / "runs")
+    storage.write_json(f"{workdir}/_shared/embed-aaaa/embed/part-00000.stats.json",
+                       {"shard_samples": {"s3://b/0.tar": 120, "s3://b/1.tar": 80}})
+    storage.write_json(f"{workdir}/_shared/cluster-bbbb/fit.json", {"shard_samples": {"s3://b/1.tar": 1}})
+    assert known_shard_samples(workdir, {"s3://b/1.tar", "s3://b/2.tar"}, None) == {"s3://b/1.tar": 80}
+    assert known_shard_samples(str(tmp_path / "none"), {"s3://b/1.tar"}, None) == {}

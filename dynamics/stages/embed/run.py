@@ -29,11 +29,13 @@ from dynamics.errors import DynamicsError, StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
 from dynamics.spec.reduced import short_side
 from dynamics.stages.embed.backends import Backend, load_backend
+from dynamics.stages.embed.loss import loss_json, part_loss, shard_index_entries
 from dynamics.stages.embed.reduced import ReducedShards
 from dynamics.stages.inputs import already_done, marker
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths, shard_slice
-from dynamics.storage.shards import CorruptImage, SkipReason, SkipStats, decode_image, iter_samples, resolve_shards
+from dynamics.storage.shards import CorruptImage, ShardRead, SkipStats, decode_image, iter_samples, resolve_shards
+from dynamics.storage.skips import DataLoss
 
 log = logging.getLogger("dynamics.embed")
 # How often progress lines are logged; tests lower it to observe a part mid-way.
@@ -61,6 +63,7 @@ class ShardDone:
     seen: int
     stats: SkipStats
     error: str | None = None
+    read: ShardRead = field(default_factory=ShardRead)  # samples in the shard, and whether read to its end
 
 
 class PartDataset(IterableDataset):
@@ -86,11 +89,11 @@ class PartDataset(IterableDataset):
             yield from self._shard(shard_index, url)
 
     def _shard(self, shard_index: int, url: str) -> Iterator[Batch | ShardDone]:
-        stats, seen = SkipStats(), 0
+        stats, seen, read = SkipStats(), 0, ShardRead()
         items: list[tuple[torch.Tensor, int, str, str]] = []
         copy = self.reduced.writer() if self.reduced else None
         try:
-            for sample in iter_samples(url, self.cfg, stats):
+            for sample in iter_samples(url, self.cfg, stats, read):
                 seen += 1
                 try:
                     img = decode_image(sample.image, sample.image_ext, self.draft_size)
@@ -112,7 +115,7 @@ class PartDataset(IterableDataset):
             return
         if items:
             yield self._batch(shard_index, items)
-        yield ShardDone(shard_index, seen, stats)
+        yield ShardDone(shard_index, seen, stats, read=read)
 
     @staticmethod
     def _batch(shard_index: int, items: list[tuple[torch.Tensor, int, str, str]]) -> Batch:
@@ -132,6 +135,7 @@ class PartOutput:
     stats: SkipStats = field(default_factory=SkipStats)
     seen: int = 0
     shards_done: int = 0
+    reads: dict[str, ShardRead] = field(default_factory=dict)  # by shard URL
 
     def add(self, batch: Batch, vectors: np.ndarray) -> None:
         self.vectors.append(vectors)
@@ -218,23 +222,27 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
             out.stats.merge(item.stats)
             out.seen += item.seen
             out.shards_done += 1
+            out.reads[urls[item.shard_index]] = item.read
         else:
             out.add(item, backend.embed(item.pixels))
             if BATCH_DELAY:
                 time.sleep(BATCH_DELAY)
         progress.update(out)
     progress.update(out, force=True)
-    check_corrupt(spec, part, out)
-    _commit(paths, part, out, urls, backend.dim, spec, cfg)
+    loss = part_loss(out.reads, out.stats, spec.storage.workdir, cfg)
+    check_corrupt(spec, part, out, loss)
+    _commit(paths, part, out, urls, backend.dim, spec, cfg, loss)
     return True
 
 
 def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], dim: int, spec: RunSpec,
-            cfg: storage.StorageConfig) -> None:
+            cfg: storage.StorageConfig, loss: DataLoss) -> None:
     vectors, order = out.ordered(dim)
+    # "skipped" counts problems by kind (an unreadable shard is one); "samples" counts the samples lost.
     stats = {"part": part, "shards": [urls[i] for i in sorted(urls)], "seen": out.seen,
-             "embedded": int(vectors.shape[0]), "skipped": out.stats.to_dict(),
-             "problems": out.stats.problems, "corrupt_fraction": corrupt_fraction(out), "dim": dim,
+             "embedded": int(vectors.shape[0]), "skipped": out.stats.to_dict(), "samples": loss_json(loss),
+             "problems": out.stats.problems, "corrupt_fraction": loss.fraction,
+             "shard_samples": shard_index_entries(out.reads), "dim": dim,
              "backend": spec.embed.backend.value,
              "model": None if spec.embed.backend is EmbedBackend.PIXELS else spec.embed.model}
     storage.write_npy(paths.embed_vectors(part), vectors, cfg)
@@ -246,15 +254,6 @@ def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], d
     log.info("part %d committed: %d rows, skipped %s", part, vectors.shape[0], out.stats.to_dict() or "none")
 
 
-def corrupt_fraction(out: PartOutput) -> float:
-    """Share of the part's samples that were skipped, counting an unreadable shard as one sample."""
-    flagged = {SkipReason.MISSING_CAPTION, SkipReason.BAD_JSON}  # used anyway: not corrupt
-    bad = sum(n for kind, n in out.stats.counts.items() if kind not in flagged)
-    # Undecodable images are among the samples seen; every other problem is an item never seen.
-    whole = out.seen + bad - out.stats[SkipReason.CORRUPT_IMAGE]
-    return bad / whole if whole else 0.0
-
-
 def _log_problems(part: int, out: PartOutput) -> None:
     for p in out.stats.problems:
         log.warning("part %d: %s in %s%s", part, p["kind"], p["shard"], f" ({p['member']})" if p["member"] else "")
@@ -263,11 +262,16 @@ def _log_problems(part: int, out: PartOutput) -> None:
                     len(out.stats.problems))
 
 
-def check_corrupt(spec: RunSpec, part: int, out: PartOutput) -> None:
-    """Log every named problem; fail the part when the spec's ``data.maxCorruptFraction`` is exceeded."""
+def check_corrupt(spec: RunSpec, part: int, out: PartOutput, loss: DataLoss) -> None:
+    """Log every named problem; fail the part when the share of its samples lost (unreadable or truncated
+    shards count the samples they should have held) exceeds the spec's ``data.maxCorruptFraction``."""
     _log_problems(part, out)
-    limit, frac = spec.data.max_corrupt_fraction, corrupt_fraction(out)
+    if loss.lost:
+        guessed = f" (estimated from the part's other shards for {len(loss.estimated)})" if loss.estimated else ""
+        log.warning("part %d: %d of %d samples lost%s", part, loss.lost, loss.expected, guessed)
+    limit, frac = spec.data.max_corrupt_fraction, loss.fraction
     if limit is not None and frac > limit:
-        raise DynamicsError(f"part {part}: {100 * frac:.1f}% of the data is corrupt or unreadable, above "
-                            f"data.maxCorruptFraction ({100 * limit:.1f}%): {out.stats.to_dict()}",
+        raise DynamicsError(f"part {part}: {loss.lost} of {loss.expected} samples ({100 * frac:.1f}%) are corrupt "
+                            f"or in unreadable shards, above data.maxCorruptFraction ({100 * limit:.1f}%): "
+                            f"{out.stats.to_dict()}",
                             hint="fix or remove the shards named above, or raise data.maxCorruptFraction")

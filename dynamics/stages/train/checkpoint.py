@@ -18,6 +18,7 @@ import io
 import logging
 import pickle
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -63,10 +64,33 @@ def list_checkpoints(paths: RunPaths, cfg: StorageConfig | None) -> list[Checkpo
     return sorted(refs, key=lambda r: (r.phase, r.step))
 
 
+def canonical(obj: Any) -> Any:
+    """``obj`` with every string interned, containers rebuilt (tensors shared, not copied).
+
+    pickle writes a repeated object as a back-reference, and decides by identity: a resumed run's
+    optimizer state, loaded from a checkpoint, holds its own copies of strings such as 'step' that an
+    uninterrupted run shares with the payload's keys, so the two files would differ in bytes while
+    equal in content. Interned, equal strings are one object in every run.
+    """
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+        meta = getattr(obj, "_metadata", None)  # state_dict versions (torch.nn.Module.state_dict)
+        if meta is not None:
+            out._metadata = canonical(meta)  # type: ignore[attr-defined]
+        return out
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple) and type(obj) is tuple:
+        return tuple(canonical(v) for v in obj)
+    return obj
+
+
 def save(uri: str, payload: dict[str, Any], cfg: StorageConfig | None) -> None:
-    """Serialise ``payload`` and write it atomically to ``uri``."""
+    """Serialise ``payload`` (in :func:`canonical` form: equal content, equal bytes) and write it atomically."""
     buf = io.BytesIO()
-    torch.save(payload, buf)
+    torch.save(canonical(payload), buf)
     storage.write_bytes(uri, buf.getvalue(), cfg)
 
 

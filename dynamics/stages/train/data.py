@@ -9,12 +9,15 @@ rank sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -159,21 +162,35 @@ def close_batches(batches: Iterator[Batch]) -> None:
         shutdown()
 
 
-def _worker_init(_worker_id: int) -> None:
-    # Workers are forked from the trainer, and a fork clears the parent-death signal: re-arm it.
-    die_with_parent()
+def _worker_init(trainer: int, _worker_id: int) -> None:
+    # Workers are forked from the trainer, and a fork clears the parent-death signal: re-arm it, against
+    # the trainer (a trainer that died before this ran has left the worker with another parent).
+    die_with_parent(parent=trainer)
+
+
+def loader_seed(spec: EpochSpec) -> int:
+    """Seed of an epoch's data-loader generator: a pure function of (seed, run-wide sampler epoch, i.e. phase
+    and epoch, rank)."""
+    return int(np.random.SeedSequence([spec.stream.seed, spec.sampler_epoch, spec.rank, 0x10AD])
+               .generate_state(1)[0])
 
 
 def epoch_loader(dataset: EpochDataset, pin_memory: bool) -> DataLoader:
-    """Data loader over ``dataset``: one worker per logical reader, batches passed through as-is."""
+    """Data loader over ``dataset``: one worker per logical reader, batches passed through as-is.
+
+    Its randomness (the workers' base seed) comes from its own generator: drawn from torch's default
+    generator, a resumed run would make a draw the uninterrupted run made at the epoch's start, and
+    the checkpoints' ``rng_state`` would differ.
+    """
     workers = dataset.spec.workers
     return DataLoader(
         dataset,
         batch_size=None,
         num_workers=workers,
+        generator=torch.Generator().manual_seed(loader_seed(dataset.spec)),
         collate_fn=_identity,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
-        worker_init_fn=_worker_init if workers else None,
+        worker_init_fn=functools.partial(_worker_init, os.getpid()) if workers else None,
     )
