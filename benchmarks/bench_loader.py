@@ -309,7 +309,7 @@ def run_set(s: ShardSet, args: argparse.Namespace, transform: Callable, tokenize
         paths = RunPaths.for_run("s3://bench/work", f"{s.name}-p{round(pipe.p * 100)}")
         write_tables(paths, s.keys, pipe.p)
         return StreamSettings(s.originals, paths, None, seed=0, sample_seed=0, mode="cap", unknown_prob=0.5,
-                              window=400, reduced=s.reduced if pipe.reduced else (),
+                              window=min(400, s.n), reduced=s.reduced if pipe.reduced else (),
                               reduced_epochs=1 if pipe.reduced else 0)
 
     if s.n % args.batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections import Counter
 
 import numpy as np
@@ -243,3 +244,64 @@ def test_the_loader_takes_stored_ids_instead_of_tokenising(s3_bucket: str, monke
             assert torch.equal(b.texts, expected)
         # The originals' captions are tokenised in the loader; the reduced copies' come as stored ids.
         assert (len(tokenised) == 0) == reduced, len(tokenised)
+
+
+def _losses(urls: tuple[str, ...], paths: RunPaths, copies: tuple[str, ...], steps: int) -> list[float]:
+    """Losses of ``steps`` CLIP steps of a tiny model at 48 px (fixed seeds), reading ``copies`` if given."""
+    from open_clip.loss import ClipLoss
+
+    from dynamics.stages.train.gpu_decode import normalise
+    from dynamics.stages.train.model import register_config, train_transform
+    from tests.stages.test_train_support import TINY_MODEL
+
+    torch.manual_seed(0)
+    name = register_config(TINY_MODEL)
+    model = open_clip.create_model(name, pretrained=None, force_image_size=48, force_context_length=16,
+                                   output_dict=True)
+    transform = TrainImageTransform(train_transform(model, (0.4, 1.0)))
+    settings = StreamSettings(shards=urls, paths=paths, storage=None, seed=5, sample_seed=3, mode="cap",
+                              unknown_prob=0.5, window=16, reduced=copies, reduced_epochs=int(bool(copies)))
+    epoch = EpochSpec(stream=settings, sampler_epoch=0, steps=range(steps), rank=0, world_size=1, workers=0,
+                      batch_size=16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    losses = []
+    for batch in EpochDataset(epoch, transform, open_clip.get_tokenizer(name, context_length=16)):
+        out = model(normalise(batch.images, transform.mean, transform.std), batch.texts)
+        loss = ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_training_on_the_copies_matches_the_originals(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dynamics.demo import generate_demo_data
+    from dynamics.stages.train import data as train_data
+    from dynamics.storage.pattern import expand
+
+    manifest = generate_demo_data(str(tmp_path / "data"), seed=0, n_concepts=12, n_train=96, n_eval_per_class=1,
+                                  shard_size=24, image_size=160)
+    urls = tuple(expand(manifest["train"]["pattern"]))
+    paths = RunPaths.for_run(str(tmp_path / "runs"), "r")
+    side = int(os.environ.get("SIDE", required_short_side(48, 0.4)))  # 48 px, scale (0.4, 1): 96 px copies
+    for index, url in enumerate(urls):
+        samples = list(iter_samples(url, None, SkipStats()))
+        writer = ReducedShardWriter(side)
+        for sample in samples:
+            writer.add(sample, decode_image(sample.image, sample.image_ext, side))
+        writer.write(paths.reduced_shard(index), None)
+        table = ShardTable.from_keys([s.key for s in samples], np.ones(len(samples), dtype=np.float32))
+        storage.write_bytes(paths.shard_table(index), table.to_bytes())
+    copies = tuple(paths.reduced_shard(i) for i in range(len(urls)))
+    steps = 8
+    originals, reduced = _losses(urls, paths, (), steps), _losses(urls, paths, copies, steps)
+    # Noise: the same run on the originals with other random crops (same samples, same order).
+    seed_of = train_data.augmentation_seed
+    monkeypatch.setattr(train_data, "augmentation_seed", lambda seed, item: seed_of(seed + 1, item))
+    other_crops = _losses(urls, paths, (), steps)
+    noise = np.abs(np.subtract(other_crops, originals))
+    gap = np.abs(np.subtract(reduced, originals))
+    assert len(originals) == len(reduced) == steps and originals != reduced
+    print("GAP", gap, "NOISE", noise)
+    assert gap.mean() <= 1.5 * noise.mean() + 0.01 and gap.max() <= 1.5 * noise.max() + 0.01, (gap, noise)
