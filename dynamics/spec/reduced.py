@@ -86,3 +86,12 @@ def reduced_epochs(spec: RunSpec, epochs_per_phase: Sequence[int]) -> int:
             break
         total += epochs
     return total
+
+
+def reduced_note(spec: RunSpec) -> str:
+    """One line on the copies for logs and reports: which phases read them, and what the size guarantees."""
+    scale = spec.train.augmentation.scale[0]
+    readers = [p.name for p in spec.train.phases if reads_copies(spec, p.resolution)]
+    first = spec.train.phases[0].resolution
+    return (f"no crop upsampled for phases {', '.join(readers) or 'none'}: phase 1 at {first} px and scale "
+            f"{scale:g} needs >= {faithful_short_side(first, scale):.1f} px")

@@ -17,7 +17,13 @@ from torchvision.transforms import RandomResizedCrop
 from dynamics.core.sampler import ShardTable
 from dynamics.demo import write_test_shards
 from dynamics.errors import SpecError
-from dynamics.spec.reduced import faithful_short_side, reduced_epochs, required_short_side, short_side
+from dynamics.spec.reduced import (
+    faithful_short_side,
+    reduced_epochs,
+    reduced_note,
+    required_short_side,
+    short_side,
+)
 from dynamics.stages.embed.reduced import ReducedShardWriter
 from dynamics.stages.embed.run import embed_part
 from dynamics.stages.train.data import EpochDataset, EpochSpec
@@ -306,3 +312,8 @@ def test_training_on_the_copies_matches_the_originals(tmp_path, monkeypatch: pyt
     # Measured: gap mean 0.033 (max 0.13) vs noise mean 0.035 (max 0.09) over 8 steps. (Copies at 64 px,
     # which upsample crops, stay within this noise too: at this size the PSNR test above is the sharp one.)
     assert gap.mean() <= 1.5 * noise.mean() + 0.01 and gap.max() <= 2 * noise.max() + 0.01, (gap, noise)
+
+
+def test_the_note_names_the_phases_the_copies_serve(tmp_path) -> None:
+    spec = make_spec(str(tmp_path), "s3://b/{0..1}.tar", embed={"reducedShards": True}, train={"phases": PHASES})
+    assert reduced_note(spec) == "no crop upsampled for phases a: phase 1 at 48 px and scale 0.4 needs >= 87.6 px"
