@@ -25,7 +25,7 @@ EXPECT = {
     "bench_scale.py": "bytes identical: True",
     "bench_cluster.py": "assign at K=",
     "bench_embed.py": "images/s",
-    "bench_loader.py": "decode on device (worker side",
+    "bench_loader.py": "reduced_budget",
     "bench_train_step.py": "decode on device at 32 px",
 }
 

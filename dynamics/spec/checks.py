@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from dynamics import constants as C
-from dynamics.spec import names, registry
+from dynamics.spec import names, reduced, registry
 from dynamics.spec.types import MAX_NAME, EmbedBackend, Launcher
 from dynamics.storage import layout
 from dynamics.storage.config import S3_SCHEME
@@ -110,6 +110,19 @@ def _embed(spec: RunSpec) -> list[Problem]:
     if problem:
         return [Problem("embed.model", problem, "use an open_clip model name")]
     return []
+
+
+def _reduced_side(spec: RunSpec) -> list[Problem]:
+    # Copies smaller than phase 1's crops need would upsample them (dynamics/spec/reduced.py's rule).
+    e, first = spec.embed, spec.train.phases[0]
+    if not e.reduced_shards or e.reduced_short_side is None:
+        return []
+    need = reduced.required_short_side(first.resolution, spec.train.augmentation.scale[0])
+    if e.reduced_short_side >= reduced.faithful_short_side(first.resolution, spec.train.augmentation.scale[0]):
+        return []
+    return [Problem("embed.reducedShortSide", f"{e.reduced_short_side} px copies would upsample phase 1's "
+                    f"{first.resolution} px crops at train.augmentation.scale {list(spec.train.augmentation.scale)}",
+                    f"set it to at least {need}, or leave it unset (default {need})")]
 
 
 def _cluster(spec: RunSpec) -> list[Problem]:
@@ -257,9 +270,8 @@ def cross_check(spec: RunSpec) -> None:
     """Raise :class:`CrossFieldErrors` listing every cross-field problem of ``spec``."""
     problems = [
         *_name_length(spec), *_model(spec), *_resolution(spec), *_shards_vs_readers(spec), *_launcher(spec),
-        *_embed(spec), *_cluster(spec), *_phases(spec), *_train_options(spec), *_credentials(spec),
-        *_rdma(spec),
-        *_s3_typos(spec),
+        *_embed(spec), *_reduced_side(spec), *_cluster(spec), *_phases(spec), *_train_options(spec),
+        *_credentials(spec), *_rdma(spec), *_s3_typos(spec),
     ]
     if problems:
         raise CrossFieldErrors(problems)

@@ -121,7 +121,8 @@ class Embed(Model):
     reduced_shards: bool = Field(False, description="Also write a reduced-resolution copy of every shard (same "
                                  "keys and captions) that training phases below its short side read.")
     reduced_short_side: int | None = Field(None, ge=32, le=1024, description="Short side of the reduced copies; "
-                                           "default the next multiple of 32 above phase 1's resolution.")
+                                           "default the faithful size: phase 1's resolution / sqrt(scale min x 3/4), "
+                                           "rounded up to 16 px (no crop upsampled; 208 for 112 px at scale 0.4).")
     resources: Resources = Field(Resources(cpu="8", memory="32Gi"), description="CPU/memory of each embed pod.")
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from dynamics.constants import Stage
 from dynamics.errors import DynamicsError, StorageError
 from dynamics.spec.model import EmbedBackend, RunSpec
-from dynamics.spec.reduced import short_side
+from dynamics.spec.reduced import reduced_note, short_side
 from dynamics.stages.embed.backends import Backend, load_backend
 from dynamics.stages.embed.loss import loss_json, part_loss, shard_index_entries
 from dynamics.stages.embed.reduced import ReducedShards
@@ -208,6 +208,8 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
              urls[indices[-1]], spec.embed.backend.value, backend.dim)
     side = short_side(spec)
     reduced = ReducedShards(side, paths) if side is not None else None
+    if reduced is not None:
+        log.info("part %d: writing reduced copies at short side %d px (%s)", part, side, reduced_note(spec))
     # The reduced copy is cut from the decoded image, so decode at least that large.
     draft = _draft_size(backend) if side is None else max(_draft_size(backend) or 0, side)
     dataset = PartDataset(list(urls.items()), backend.transform, spec.embed.batch_size, cfg, draft, reduced)
