@@ -76,14 +76,14 @@ class Rates:
     gpu_samples_per_s: float = REFERENCE_RATE  # the reference recipe, ViT-B/16 at 112 px on one H100
     rate_resolution: int = 112
     image_share: float = REFERENCE_IMAGE_SHARE  # calibrated: the reference's 163 GPU-hours
-    loader_samples_per_core_s: float = 400.0  # benchmarks/README.md, 112 px crops of web-like JPEGs
+    loader_samples_per_core_s: float = 386.0  # benchmarks/README.md, 112 px crops of 384-class (DataComp-like) JPEGs
     bytes_per_sample: float = 40_000.0  # one JPEG + caption of a DataComp-style shard
     embed_images_per_gpu_s: float = 2000.0
     gemm_tflops: float = 40.0
-    # benchmarks/README.md: 128 px short side, ~5.6-5.9 KiB, + 1 KiB for the .bpe member (tar header + block)
-    reduced_bytes_per_sample: float = 7000.0
-    reduced_loader_speedup: float = 2.4  # benchmarks/README.md: 2.1-2.8x less CPU per sample
-    device_decode_speedup: float = 2.2  # benchmarks/README.md: train.decode device, worker side, 2.2-3.2x
+    # benchmarks/README.md: copies at the faithful 208 px short side of 384-class images, .bpe member included
+    reduced_bytes_per_sample: float = 12_700.0
+    reduced_loader_speedup: float = 1.18  # benchmarks/README.md: 454 vs 386 samples/s per core (384-class)
+    device_decode_speedup: float = 3.7  # benchmarks/README.md: train.decode device, worker side, 1,662 vs 454/s
 
     def gpu_rate(self, resolution: int) -> float:
         """Training samples/s per GPU at ``resolution``: only the image tower scales, with its tokens."""
@@ -97,14 +97,16 @@ RATE_SOURCES: dict[str, tuple[str, str]] = {
     "rate_resolution": ("--rate-resolution", "the reference recipe's phase 1"),
     "image_share": ("--image-share", f"calibrated so the reference recipe's phases (1.28B samples at 112 px, "
                     f"128M at 224 px) take its published {REFERENCE_GPU_HOURS:g} GPU-hours"),
-    "loader_samples_per_core_s": ("--loader-rate", "benchmarks/README.md, 112 px crops of web-like JPEGs"),
+    "loader_samples_per_core_s": ("--loader-rate", "benchmarks/README.md, 112 px crops of 384-class "
+                                  "(DataComp-like) JPEGs, originals"),
     "bytes_per_sample": ("--bytes-per-sample", "one JPEG + caption of a DataComp-style shard, an assumption"),
     "embed_images_per_gpu_s": ("--embed-rate", "an assumption, not yet measured on a GPU"),
     "gemm_tflops": ("--gemm-tflops", "float32 GEMM on an H100, an assumption"),
     "reduced_bytes_per_sample": ("--reduced-bytes-per-sample",
-                                 "benchmarks/README.md, 128 px short side copies + their .bpe member"),
-    "reduced_loader_speedup": ("--reduced-loader-speedup", "benchmarks/README.md, 2.1-2.8x less CPU per sample"),
-    "device_decode_speedup": ("--device-decode-speedup", "benchmarks/README.md, worker side, 2.2-3.2x"),
+                                 "benchmarks/README.md, faithful 208 px copies + their .bpe member"),
+    "reduced_loader_speedup": ("--reduced-loader-speedup", "benchmarks/README.md, copies vs originals per core, "
+                               "384-class images"),
+    "device_decode_speedup": ("--device-decode-speedup", "benchmarks/README.md, worker side vs copies on the CPU"),
 }
 
 
@@ -170,7 +172,7 @@ def phase_checkpoints(steps: int, every: int) -> int:
 
 def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -> Estimate:
     """Cost of ``spec``; ``params``: parameter count per phase (the model at that phase's resolution)."""
-    from dynamics.spec.reduced import short_side
+    from dynamics.spec.reduced import reads_copies
     from dynamics.stages.train.plan import plan_phases
 
     world = spec.train.nodes * spec.train.procs
@@ -178,12 +180,11 @@ def estimate(spec: RunSpec, rates: Rates, params: Sequence[int] | None = None) -
     n = spec.data.approx_samples
     budget = spec.sample.budget
     phases: list[PhaseCost] = []
-    side = short_side(spec)
     for plan in plan_phases(spec, world):
         per_gpu = rates.gpu_rate(plan.resolution)
         gpu_hours = plan.samples / per_gpu / 3600
-        # Only the leading phases below the short side read the copies (as the trainer does).
-        reduced = side is not None and plan.resolution < side and all(p.reduced for p in phases)
+        # Only the leading phases the copies serve without upsampling a crop read them (as the trainer does).
+        reduced = reads_copies(spec, plan.resolution) and all(p.reduced for p in phases)
         loader_rate = rates.loader_samples_per_core_s * (rates.reduced_loader_speedup if reduced else 1.0)
         if spec.train.decode == "device":
             loader_rate *= rates.device_decode_speedup
