@@ -40,6 +40,8 @@ from dynamics.spec.kube import OnFailure
 from dynamics.spec.model import RunSpec
 
 ObjectKey = tuple[str, str]  # (kind, name)
+# Stages whose outputs runs with equal embed/cluster settings share (``_shared/<stage>-<fp>/``).
+SHAREABLE = frozenset({Stage.EMBED, Stage.CLUSTER_FIT, Stage.ASSIGN})
 
 CRD_MISSING_REASON = (
     "the PyTorchJob CRD (kubeflow.org/v1) is not installed in this cluster: ask an admin to install the "
@@ -69,6 +71,10 @@ class Observed:
     # Kinds the caller may not list (``dynamics status`` with the ``edit`` role): kind -> missing
     # "verb resource". Their stages are Unknown, never taken for vanished.
     forbidden: Mapping[str, str] = field(default_factory=dict)
+    # Shared stages (embed, cluster-fit, assign write into ``_shared/<stage>-<fp>/``): complete there
+    # already (another run computed them), or being computed by another run (stage -> who).
+    reused: frozenset[Stage] = frozenset()
+    waiting: Mapping[Stage, str] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -155,6 +161,12 @@ def stage_state(spec: RunSpec, stage: Stage, observed: Observed) -> StageState:
         return recorded
     if recorded is not None and recorded.object is not None:
         return _vanished(recorded, stage in observed.complete_outputs)
+    if stage in observed.reused:
+        return StageState(stage, Phase.SUCCEEDED, reason="reused: its outputs in the shared folder are complete "
+                          "for this spec (computed by another run)")
+    if stage in observed.waiting:
+        return StageState(stage, Phase.PENDING, reason=f"waiting for {observed.waiting[stage]}, which computes this "
+                          "shared stage; this run uses its outputs once they are complete")
     return StageState(stage, Phase.PENDING)
 
 
@@ -213,6 +225,18 @@ def vanished_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
     return out
 
 
+def current_shared_stage(spec: RunSpec, observed: Observed) -> tuple[Stage, bool] | None:
+    """The run's current stage when it is one that may be shared (embed, cluster-fit, assign), and
+    whether its workload already exists (the shell claims the shared folder before creating it, and
+    renews the claim while it runs); None otherwise."""
+    if observed.recorded is not None and observed.recorded.phase.terminal:
+        return None
+    current = next((s for s in stage_states(spec, observed) if s.phase is not Phase.SUCCEEDED), None)
+    if current is None or current.stage not in SHAREABLE or current.phase not in (Phase.PENDING, Phase.RUNNING):
+        return None
+    return current.stage, current.phase is Phase.RUNNING
+
+
 def failed_stages(spec: RunSpec, observed: Observed) -> list[Stage]:
     """Stages whose live workload has failed (the shell gathers their failed pods), unless the run's
     recorded status is already terminal (then nothing more is read)."""
@@ -248,7 +272,8 @@ def run_status(states: list[StageState]) -> RunStatus:
     if current.phase is Phase.UNKNOWN:
         return RunStatus(Phase.UNKNOWN, current.stage, f"stage {current.stage.value}: {current.reason}", stages)
     started = any(s.phase is not Phase.PENDING for s in states)
-    return RunStatus(Phase.RUNNING if started else Phase.PENDING, current.stage, None, stages)
+    note = f"stage {current.stage.value}: {current.reason}" if current.reason else None
+    return RunStatus(Phase.RUNNING if started else Phase.PENDING, current.stage, note, stages)
 
 
 def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
@@ -272,6 +297,8 @@ def next_actions(spec: RunSpec, observed: Observed) -> list[Action]:
     if status.phase.terminal:
         return [WriteStatus(status), Finish(status.phase, status.reason)]
     assert status.stage is not None
+    if status.stage in observed.waiting:  # another run computes this shared stage: create nothing
+        return [WriteStatus(status)]
     missing = [o for o in render_stage(spec, status.stage) if key_of(o) not in observed.objects]
     return [*(CreateObject(status.stage, o) for o in missing), WriteStatus(status)]
 

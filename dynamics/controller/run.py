@@ -34,13 +34,22 @@ from dynamics.controller.decide import (
 from dynamics.controller.kube import Kube, KubeApiError
 from dynamics.controller.report import RunEvent, describe_changes, run_events
 from dynamics.controller.resources import BY_KIND, Propagation
-from dynamics.controller.runs import RunRecord, event_object, observe, read_run, with_owner, write_status
+from dynamics.controller.runs import (
+    RunRecord,
+    claimant_label,
+    event_object,
+    observe,
+    read_run,
+    with_owner,
+    write_status,
+)
 from dynamics.controller.state import Obj, Phase, RunStatus, object_ref
 from dynamics.errors import KubeError, StorageError
 from dynamics.spec.checks import cluster_storage_problems
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
+from dynamics.storage import claims
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -130,6 +139,7 @@ class Controller:
         self._events_forbidden = False
         self._pending_events: list[Obj] = []  # Events the API did not take yet: retried every pass
         self._unauthorized = 0  # consecutive passes answered 401
+        self._owner: str | None = None  # claimant of shared stages (see runs.shared_stage)
 
     def step(self) -> StepResult:
         """One pass: observe, decide, act."""
@@ -143,7 +153,9 @@ class Controller:
             self._spec_checked = True
             self._write_spec(record)
         self._flush_events()
-        actions = next_actions(record.spec, observe(self.kube, record))
+        if self._owner is None:
+            self._owner = claims.new_owner(claimant_label(record))
+        actions = next_actions(record.spec, observe(self.kube, record, claimant=self._owner))
         changed = False
         for action in actions:
             try:

@@ -20,19 +20,23 @@ from dataclasses import dataclass
 
 from dynamics import constants as C
 from dynamics.constants import Stage
-from dynamics.controller.decide import Observed, failed_stages, running_stages, vanished_stages
+from dynamics.controller.decide import Observed, current_shared_stage, failed_stages, running_stages, vanished_stages
 from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
 from dynamics.controller.resources import BY_KIND, CONFIG_MAPS, EVENTS, JOBS, PODS, RUN_RESOURCES, Propagation
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
 from dynamics.controller.stuck import UNSCHEDULABLE, owned_pods, stuck_reason, stuck_signal
-from dynamics.errors import KubeError
+from dynamics.errors import KubeError, StorageError
 from dynamics.spec import names
+from dynamics.spec.checks import cluster_storage_problems
 from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import load_spec_text
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
 from dynamics.stages.progress import stage_complete
+from dynamics.storage import claims
+from dynamics.storage import objects as storage
+from dynamics.storage.layout import shared_folder
 
 log = logging.getLogger("dynamics.controller")
 
@@ -214,12 +218,53 @@ def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stag
     return out
 
 
-def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
+def claimant_label(record: RunRecord) -> str:
+    """Who claims shared stages for the run: a controller restarted for it, or for a resubmission of
+    the same name (one ConfigMap, so one live controller at a time), takes its claims back at once
+    (:func:`dynamics.storage.claims.try_claim`); other runs wait."""
+    return f"{record.config_map['metadata'].get('namespace', '')}/{record.name}"
+
+
+def shared_stage(record: RunRecord, observed: Observed, owner: str) -> Observed:
+    """Claim the run's current shared stage before its workload is created (and renew the claim while
+    it runs): the first run to need ``_shared/<stage>-<fp>/`` computes it; a run that finds it complete
+    reuses it (and looks at the next stage the same way); one that finds it claimed by another live
+    run waits (see :mod:`dynamics.storage.claims`). Raises StorageError (the caller goes on without a
+    claim)."""
+    if cluster_storage_problems(record.spec):  # a local work dir fails the run instead
+        return observed
+    paths, cfg = run_paths(record.spec), storage_config(record.spec)
+    while (found := current_shared_stage(record.spec, observed)) is not None:
+        stage, running = found
+        folder = shared_folder(paths, stage)
+        if folder is None:
+            return observed
+        if running:  # ours: keep the claim alive (a controller presumed dead finds it taken over: go on)
+            if claims.try_claim(folder, owner, cfg) is None:
+                log.warning("run %s: stage %s: another run took over the claim on %s", record.name, stage.value,
+                            folder)
+            return observed
+        if not stage_complete(record.spec, paths, stage, cfg):
+            break
+        observed = dataclasses.replace(observed, reused=observed.reused | {stage})
+    else:
+        return observed
+    if claims.try_claim(folder, owner, cfg) is not None:
+        storage.remove_stale_temps(folder, cfg)  # with the claim held, nothing else writes there
+        return observed
+    held = claims.read_claim(folder, cfg)
+    label = claims.owner_label(held.owner) if held else ""
+    who = f"run {label.split('/', 1)[1]}" if "/" in label else f"another run ({label or 'gone'})"
+    return dataclasses.replace(observed, waiting={**observed.waiting, stage: f"{who} ({folder})"})
+
+
+def observe(kube: Kube, record: RunRecord, *, view: bool = False, claimant: str | None = None) -> Observed:
     """What the controller's decision needs, read from the cluster (with a failed stage's pods, and
     the work directory's markers of a stage whose workload vanished). Raises KubeError, StorageError.
 
     ``view`` (``dynamics status``): only what a user with the ``edit`` role may read, no storage
-    access and no stuck-stage verdicts (the controller records those)."""
+    access and no stuck-stage verdicts (the controller records those). ``claimant`` (the controller):
+    the owner name under which it claims shared stages."""
     found = read_run_objects(kube, record.name, skip_forbidden=view)
     mine = [o for o in found.objects if owned_by(o, record.config_map)]
     text = (record.config_map.get("data") or {}).get(C.CONFIG_SPEC_KEY, "")
@@ -228,6 +273,12 @@ def observe(kube: Kube, record: RunRecord, *, view: bool = False) -> Observed:
                                    forbidden=found.forbidden)
     if view:
         return observed
+    if claimant is not None:
+        try:
+            observed = shared_stage(record, observed, claimant)
+        except StorageError as err:  # the stage's own pods then say what is wrong with the storage
+            log.warning("run %s: cannot coordinate shared stages through the work directory: %s; "
+                        "going on without a claim", record.name, err.message.splitlines()[0])
     vanished = vanished_stages(record.spec, observed)
     if vanished:
         complete = frozenset(s for s in vanished if _outputs_complete(record.spec, s))

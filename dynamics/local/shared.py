@@ -17,18 +17,9 @@ from dynamics.spec.model import RunSpec
 from dynamics.stages.progress import stage_complete
 from dynamics.storage import claims
 from dynamics.storage import objects as storage
-from dynamics.storage.layout import RunPaths
+from dynamics.storage.layout import RunPaths, shared_folder
 
 CLAIM_POLL_SECONDS = 1.0  # how often a waiting run looks again
-
-
-def shared_folder(paths: RunPaths, stage: Stage) -> str | None:
-    """The shared folder ``stage`` writes into, or None for a stage of the run's own (pure)."""
-    if stage is Stage.EMBED:
-        return paths.embed_root or None
-    if stage in (Stage.CLUSTER_FIT, Stage.ASSIGN):
-        return paths.cluster_root or None
-    return None
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dynamics import constants as C
+from dynamics.constants import Stage
 
 
 def join(base: str, *parts: str) -> str:
@@ -177,3 +178,12 @@ def shard_slice(n_shards: int, shards_per_part: int, part: int) -> range:
 def n_parts(n_shards: int, shards_per_part: int) -> int:
     """Number of embed parts (= embed Indexed-Job completions) covering ``n_shards``."""
     return -(-n_shards // shards_per_part)
+
+
+def shared_folder(paths: RunPaths, stage: Stage) -> str | None:
+    """The shared folder ``stage`` writes into, or None for a stage of the run's own (pure)."""
+    if stage is Stage.EMBED:
+        return paths.embed_root or None
+    if stage in (Stage.CLUSTER_FIT, Stage.ASSIGN):
+        return paths.cluster_root or None
+    return None

@@ -355,8 +355,9 @@ def test_resolved_spec_is_written_once_and_storage_trouble_is_not_fatal(
     submitted(h, other)
     caplog.clear()
     assert Controller(h.kube(), "other", poll=FAST_POLL).step().outcome is None
-    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning.startswith("run other: could not write the resolved spec: ") and "-missing" in warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings[0].startswith("run other: could not write the resolved spec: ") and "-missing" in warnings[0]
+    assert warnings[1].startswith("run other: cannot coordinate shared stages") and len(warnings) == 2
     assert any(j["metadata"]["name"] == "other-embed" for j in h.kube().list(JOBS))
 
 
