@@ -38,8 +38,12 @@ def image_tensor(images: np.ndarray) -> torch.Tensor:
 
 def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     padded = torch.nn.functional.pad(batch, (PAD, PAD, PAD, PAD), value=-1.0)
-    offsets = rng.integers(0, 2 * PAD + 1, size=(batch.shape[0], 2))
-    return torch.stack([padded[i, :, dy:dy + SIDE, dx:dx + SIDE] for i, (dy, dx) in enumerate(offsets)])
+    offsets = torch.from_numpy(rng.integers(0, 2 * PAD + 1, size=(batch.shape[0], 2)))
+    # One gather instead of a Python loop over the batch (same crops: row dy.., column dx.. of each image).
+    rows = (offsets[:, 0, None] + torch.arange(SIDE))[:, None, :, None]
+    cols = (offsets[:, 1, None] + torch.arange(SIDE))[:, None, None, :]
+    return padded[torch.arange(batch.shape[0])[:, None, None, None], torch.arange(batch.shape[1])[None, :, None, None],
+                  rows, cols]
 
 
 def _lr(step: int, steps: int, base: float) -> float:

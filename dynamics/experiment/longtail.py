@@ -206,18 +206,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"digits: {len(split.train_y)} training images (long-tailed, counts "
           f"{np.bincount(split.train_y, minlength=10).tolist()}), {len(split.eval_y)} eval images (balanced); "
           f"chance 10%; {args.samples} samples seen per run", flush=True)
-    runs = []
+    runs: list[dict[str, Any]] = []
     began = time.monotonic()
     for seed in range(args.seed, args.seed + args.seeds):
         start = time.monotonic()
         runs.append(run_seed(split, setup, seed))
         print(_seed_line(runs[-1], arms) + f" ({time.monotonic() - start:.0f}s)", flush=True)
+        if args.output:  # after every seed, so an interrupted run keeps the seeds it finished
+            _write(args, runs, arms)
     summary = summarise(runs, arms)
     print("\n".join(["", *format_table(summary, arms), "", *composition_table(runs, arms), "",
                      f"{args.seeds} seeds x {len(arms)} arms in {time.monotonic() - began:.0f}s"]))
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"}, "summary": summary,
-                       "runs": runs}, fh, indent=1)
         print(f"\nresults: {args.output}", file=sys.stderr)
     return 0
+
+
+def _write(args: argparse.Namespace, runs: list[dict[str, Any]], arms: tuple[str, ...]) -> None:
+    with open(args.output, "w", encoding="utf-8") as fh:
+        json.dump({"args": {k: v for k, v in vars(args).items() if k != "func"}, "summary": summarise(runs, arms),
+                   "runs": runs}, fh, indent=1)
