@@ -48,12 +48,12 @@ def test_split_is_long_tailed_balanced_for_eval_and_fixed_by_its_seed() -> None:
 
 def test_repeat_mode_draws_floor_copies_plus_a_bernoulli_one_and_cap_mode_at_most_one() -> None:
     p = np.array([2.25, 0.5, 1.0, 0.0])
-    draws = [np.bincount(epoch_draw(p, np.random.default_rng(i), "repeat"), minlength=4) for i in range(4000)]
+    draws = [np.bincount(epoch_draw(p, np.random.default_rng(i), "repeat"), minlength=4) for i in range(1000)]
     counts = np.array(draws)
     assert set(np.unique(counts[:, 0])) == {2, 3} and set(np.unique(counts[:, 2])) == {1}
-    assert counts.mean(axis=0) == pytest.approx(p, abs=0.03)  # expected uses per epoch = p
-    capped = np.array([np.bincount(epoch_draw(p, np.random.default_rng(i)), minlength=4) for i in range(2000)])
-    assert capped.max() == 1 and capped.mean(axis=0) == pytest.approx(np.minimum(p, 1), abs=0.03)
+    assert counts.mean(axis=0) == pytest.approx(p, abs=0.06)  # expected uses per epoch = p
+    capped = np.array([np.bincount(epoch_draw(p, np.random.default_rng(i)), minlength=4) for i in range(500)])
+    assert capped.max() == 1 and capped.mean(axis=0) == pytest.approx(np.minimum(p, 1), abs=0.06)
 
 
 def test_stream_redraws_each_epoch_and_the_key_log_gives_realised_shares() -> None:
