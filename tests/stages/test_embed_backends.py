@@ -160,13 +160,12 @@ def test_open_clip_hf_hub_reads_the_local_hub_cache_offline(tmp_path: Path, monk
         load_backend(Embed(backend="open_clip", model="hf-hub:acme/not-cached"), device=torch.device("cpu"))
 
 
-def test_open_clip_builtin_name_with_a_weights_file(tmp_path: Path) -> None:
-    import open_clip
+def test_open_clip_registered_name_with_a_weights_file(tmp_path: Path) -> None:
+    from dynamics.stages.train.model import register_config
 
-    torch.manual_seed(1)
-    model = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    model = _export_tiny_clip(tmp_path / "exported")  # a registered (built-in style) name, tiny
     torch.save({"state_dict": model.state_dict()}, tmp_path / "w.pt")
-    backend = load_backend(Embed(backend="open_clip", model=f"ViT-S-32:{tmp_path / 'w.pt'}"),
+    backend = load_backend(Embed(backend="open_clip", model=f"{register_config(TINY_CLIP)}:{tmp_path / 'w.pt'}"),
                            device=torch.device("cpu"))
     images = _images(2)
     np.testing.assert_allclose(_embed(backend, images), _tower(model, backend, images), rtol=1e-4, atol=1e-5)
