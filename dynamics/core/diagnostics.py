@@ -6,6 +6,12 @@ the sampler do with it?
   space where every pair is at 0.9);
 - cluster-size Gini and the share of each size decile of clusters before and after sampling: how
   much the sampler can rebalance;
+- label-free: how separated the clusters are (each sample's cosine to its own centroid vs to the
+  nearest other one) and how far an expected epoch departs from a uniform one (total variation
+  between the two inclusion distributions over samples), with a plain warning when the embedding
+  gives the sampler little to work with. Gini and decile shares can look good while the concept mix
+  barely moves (k-means on a weak embedding splits a head concept into many similar clusters); these
+  two say so without labels;
 - with class labels: each class's share of the data vs of an expected epoch, and cluster purity.
 """
 
@@ -69,14 +75,82 @@ def embedding_diagnostics(x: np.ndarray, centroids: np.ndarray, kept: np.ndarray
     """
     rng = np.random.default_rng(seed)
     other = nearest_other_centroid_cosine(centroids, _subsample(len(centroids), max_rows, rng))
-    return {
-        "nearest_kept_centroid_cosine": quantiles(nearest_centroid_cosine(x[_subsample(len(x), max_rows, rng)],
-                                                                          kept)),
+    rows = x[_subsample(len(x), max_rows, rng)]
+    separation = cluster_separation(rows, kept)
+    out = {
+        "nearest_kept_centroid_cosine": quantiles(nearest_centroid_cosine(rows, kept)),
         "centroid_nearest_other_cosine": quantiles(other),
         "threshold": threshold,
         "share_centroids_with_neighbour_above_threshold": round(float((other >= threshold).mean()), 4)
         if other.size else 0.0,
+        "separation": separation,
     }
+    warning = weak_embedding_warning(separation.get("separation_margin_median"), None)
+    return out | ({"warning": warning} if warning else {})
+
+
+# Below these, the sampler has little to work with (see weak_embedding_warning).
+MIN_MARGIN = 0.05  # median own-minus-nearest-other centroid cosine of a sample
+MIN_TV = 0.10  # total variation between the expected epoch and a uniform one
+
+
+def top2_cosines(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each (unit) row's cosine to its nearest (unit) centroid, its own cluster's under nearest
+    assignment, and to the second nearest (-1 with a single centroid)."""
+    x = np.asarray(x, dtype=np.float32)
+    c = np.asarray(centroids, dtype=np.float32)
+    own = np.empty(x.shape[0], np.float32)
+    other = np.full(x.shape[0], -1.0, np.float32)
+    for lo in range(0, x.shape[0], _BLOCK):
+        sims = x[lo:lo + _BLOCK] @ c.T
+        if c.shape[0] >= 2:
+            top = -np.partition(-sims, 1, axis=1)[:, :2]
+            own[lo:lo + _BLOCK], other[lo:lo + _BLOCK] = top[:, 0], top[:, 1]
+        else:
+            own[lo:lo + _BLOCK] = sims[:, 0]
+    return own, other
+
+
+def cluster_separation(x: np.ndarray, centroids: np.ndarray) -> dict[str, float]:
+    """Median cosine of a sample to its own centroid, to the nearest other centroid, and the median margin
+    between the two (near 0: a sample is about as close to another cluster as to its own)."""
+    if len(centroids) < 2 or len(x) == 0:  # no other cluster to be separated from
+        return {}
+    own, other = top2_cosines(x, centroids)
+    return {"own_centroid_cosine_median": round(float(np.median(own)), 4),
+            "nearest_other_centroid_cosine_median": round(float(np.median(other)), 4),
+            "separation_margin_median": round(float(np.median(own - other)), 4)}
+
+
+def inclusion_tv(sizes: np.ndarray, expected: np.ndarray) -> float:
+    """Total variation between the expected epoch's inclusion distribution over samples and a uniform
+    epoch's: the share of an epoch's draws that sampling moves from some samples to others (0 = uniform).
+
+    Samples of one cluster are drawn alike, so the sum over samples reduces to one over clusters:
+    ``1/2 · Σ_c |e_c / Σ e - n_c / N|``.
+    """
+    n = np.asarray(sizes, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if n.sum() <= 0 or e.sum() <= 0:
+        return 0.0
+    return float(0.5 * np.abs(e / e.sum() - n / n.sum()).sum())
+
+
+def weak_embedding_warning(margin: float | None, tv: float | None) -> str | None:
+    """A plain warning when the clusters are barely separated or the expected epoch is close to uniform
+    (None when neither, or when neither was measured)."""
+    problems = []
+    if margin is not None and margin < MIN_MARGIN:
+        problems.append(f"clusters are barely separated (median margin between a sample's own and nearest other "
+                        f"centroid cosine {margin:.3f} < {MIN_MARGIN})")
+    if tv is not None and tv < MIN_TV:
+        problems.append(f"the expected epoch is close to uniform (total variation {tv:.3f} < {MIN_TV}: "
+                        f"sampling moves under {MIN_TV:.0%} of an epoch's draws)")
+    if not problems:
+        return None
+    return ("the embedding gives DynamiCS little to work with: " + "; ".join(problems)
+            + ". Expect results close to uniform sampling; use a concept-aligned embedder (DINOv2, or the "
+            "bootstrap recipe: embed with a short uniform run's own image tower).")
 
 
 def gini(sizes: np.ndarray) -> float:
@@ -109,9 +183,12 @@ def decile_shares(sizes: np.ndarray, expected: np.ndarray) -> dict[str, list[flo
 
 
 def sampling_diagnostics(sizes: np.ndarray, expected: np.ndarray) -> dict[str, Any]:
-    """Gini before/after and decile shares, for report.json."""
-    return {"gini_before": round(gini(sizes), 4), "gini_after": round(gini(expected), 4),
-            "decile_shares": decile_shares(sizes, expected)}
+    """Gini before/after, decile shares and the total variation from a uniform epoch, for report.json."""
+    tv = inclusion_tv(sizes, expected)
+    out = {"gini_before": round(gini(sizes), 4), "gini_after": round(gini(expected), 4),
+           "decile_shares": decile_shares(sizes, expected), "inclusion_tv_from_uniform": round(tv, 4)}
+    warning = weak_embedding_warning(None, tv)
+    return out | ({"warning": warning} if warning else {})
 
 
 def purity(classes: np.ndarray, clusters: np.ndarray) -> float:

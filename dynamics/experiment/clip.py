@@ -38,8 +38,12 @@ def image_tensor(images: np.ndarray) -> torch.Tensor:
 
 def _augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     padded = torch.nn.functional.pad(batch, (PAD, PAD, PAD, PAD), value=-1.0)
-    offsets = rng.integers(0, 2 * PAD + 1, size=(batch.shape[0], 2))
-    return torch.stack([padded[i, :, dy:dy + SIDE, dx:dx + SIDE] for i, (dy, dx) in enumerate(offsets)])
+    offsets = torch.from_numpy(rng.integers(0, 2 * PAD + 1, size=(batch.shape[0], 2)))
+    # One gather instead of a Python loop over the batch (same crops: row dy.., column dx.. of each image).
+    rows = (offsets[:, 0, None] + torch.arange(SIDE))[:, None, :, None]
+    cols = (offsets[:, 1, None] + torch.arange(SIDE))[:, None, None, :]
+    return padded[torch.arange(batch.shape[0])[:, None, None, None], torch.arange(batch.shape[1])[None, :, None, None],
+                  rows, cols]
 
 
 def _lr(step: int, steps: int, base: float) -> float:
@@ -49,13 +53,22 @@ def _lr(step: int, steps: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def new_model(seed: int) -> torch.nn.Module:
+    """A fresh model, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return open_clip.create_model(register_config(MODEL_CONFIG), pretrained=None, output_dict=True)
+
+
 def train_clip(images: torch.Tensor, classes: np.ndarray, stream: Iterator[int], *, samples: int,
-               batch_size: int, seed: int, lr: float = 2e-3) -> torch.nn.Module:
-    """Train a fresh model (init from ``seed``) on ``samples`` draws of ``stream``."""
+               batch_size: int, seed: int, lr: float = 2e-3, model: torch.nn.Module | None = None,
+               key_log: list[np.ndarray] | None = None) -> torch.nn.Module:
+    """Train ``model`` (default a fresh one from ``seed``) on ``samples`` draws of ``stream``, with a
+    warmup + cosine schedule over those samples. ``key_log`` receives each step's sample indices (the
+    trainer's key log: what the model actually saw)."""
+    model = new_model(seed) if model is None else model
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     name = register_config(MODEL_CONFIG)
-    model = open_clip.create_model(name, pretrained=None, output_dict=True)
     tokenize = open_clip.get_tokenizer(name, context_length=CONTEXT)
     # Only 40 distinct captions exist: encode each once per step and index, which gives the same
     # loss and gradients as encoding one caption per image, at a fraction of the cost.
@@ -69,6 +82,8 @@ def train_clip(images: torch.Tensor, classes: np.ndarray, stream: Iterator[int],
     model.train()
     for step in range(steps):
         idx = np.fromiter(stream, np.int64, count=batch_size)
+        if key_log is not None:
+            key_log.append(idx)
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, lr)
         caption = classes[idx] * len(TEMPLATES) + rng.integers(0, len(TEMPLATES), size=batch_size)
@@ -92,3 +107,11 @@ def zero_shot(model: torch.nn.Module, images: torch.Tensor, classes: np.ndarray)
     pred = (model.encode_image(images, normalize=True) @ weights.T).argmax(1).numpy()
     hits = np.bincount(classes, weights=(pred == classes).astype(np.float64), minlength=len(CLASS_NAMES))
     return hits / np.maximum(np.bincount(classes, minlength=len(CLASS_NAMES)), 1)
+
+
+@torch.inference_mode()
+def image_tower(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    """L2-normalised image-tower embeddings (what ``embed.model: run:RUN`` gives the embed stage)."""
+    model.eval()
+    out = [model.encode_image(images[i:i + batch_size], normalize=True) for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)

@@ -60,11 +60,15 @@ def epoch_kind(alpha: float | None) -> str:
 
 
 def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | None, kind: str = "DynamiCS") -> list[str]:
-    """Gini before/after, and whether the refinement threshold fits the embedding's cosines."""
+    """Gini before/after, whether the refinement threshold fits the embedding's cosines, the clusters'
+    separation and the distance from a uniform epoch (no warning on the latter for a uniform run by choice)."""
     lines = []
     if sampling:
         lines.append(f"  cluster-size Gini: {sampling['gini_before']:.2f} (data) -> {sampling['gini_after']:.2f} "
                      f"({kind} epoch)")
+    if sampling and "inclusion_tv_from_uniform" in sampling:
+        lines.append(f"  expected epoch vs a uniform one: total variation {sampling['inclusion_tv_from_uniform']:.3f} "
+                     "(the share of an epoch's draws that sampling moves between samples)")
     diag = (fit or {}).get("diagnostics")
     if diag and diag.get("centroid_nearest_other_cosine"):
         near = diag["nearest_kept_centroid_cosine"]
@@ -73,6 +77,15 @@ def _diagnostic_lines(sampling: dict[str, Any] | None, fit: dict[str, Any] | Non
                      f"other median {other.get('q50')} (refinement threshold {diag['threshold']}; "
                      f"{_pct(diag['share_centroids_with_neighbour_above_threshold'])} of centroids have a "
                      "neighbour above it)")
+    sep = (diag or {}).get("separation")
+    if sep:
+        lines.append(f"  cluster separation: a sample's cosine to its own centroid median "
+                     f"{sep['own_centroid_cosine_median']}, to the nearest other "
+                     f"{sep['nearest_other_centroid_cosine_median']} (margin {sep['separation_margin_median']})")
+    # Label-free warnings (dynamics.core.diagnostics.weak_embedding_warning): the Gini can fall while the
+    # concept mix barely moves, so say plainly when the embedding gives the sampler little to work with.
+    warnings = ((diag or {}).get("warning"), None if kind == "uniform" else (sampling or {}).get("warning"))
+    lines += [f"  WARNING: {w}" for w in warnings if w]
     return lines
 
 

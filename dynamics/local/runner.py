@@ -33,6 +33,7 @@ from dynamics.spec.fingerprint import run_paths
 from dynamics.spec.loader import dump_spec
 from dynamics.spec.model import RunSpec
 from dynamics.stages.common import storage_config
+from dynamics.stages.embed.modelref import pin_run_model
 from dynamics.stages.progress import stage_complete
 from dynamics.stages.rerun import check_rerun
 from dynamics.storage import claims
@@ -228,6 +229,8 @@ def run_local(spec: RunSpec, workdir: str | None = None, max_parallel: int = 2, 
     One runner per run: a second one on the same run refuses (:class:`RunLock`).
     """
     spec = _with_workdir(spec, workdir)
+    # embed.model run:RUN -> run:RUN@<its train fingerprint>, so the embed fingerprint names the weights.
+    spec = pin_run_model(spec, storage_config(spec))
     paths = run_paths(spec)
     state = _state_dir(spec, paths.root)
     lock = _lock(spec, state)

@@ -105,8 +105,10 @@ def _embed(spec: RunSpec) -> list[Problem]:
     if e.backend is EmbedBackend.PIXELS and e.gpus_per_pod:
         return [Problem("embed.gpusPerPod", "the pixels backend runs on CPU", "set embed.gpusPerPod: 0")]
     # open_clip embed models are 'name' or 'name:pretrained' (a tag or a checkpoint path).
+    # run:RUN names a finished run's model (dynamics.stages.embed.modelref), checked when the stage loads it.
     name = e.model if e.model.startswith(registry.SCHEMES) else e.model.partition(":")[0]
-    problem = registry.unknown_model(name) if e.backend is EmbedBackend.OPEN_CLIP else None
+    check = e.backend is EmbedBackend.OPEN_CLIP and not e.model.startswith("run:")
+    problem = registry.unknown_model(name) if check else None
     if problem:
         return [Problem("embed.model", problem, "use an open_clip model name")]
     return []

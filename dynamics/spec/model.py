@@ -109,8 +109,10 @@ class Embed(Model):
     backend: EmbedBackend = Field(EmbedBackend.DINOV2, description="dinov2 | open_clip | pixels (tests).")
     model: str = Field(
         "facebook/dinov2-base",
-        description="Hugging Face id or directory (local or s3://) for dinov2; open_clip model name for "
-        "open_clip; ignored for pixels.",
+        description="Hugging Face id or directory (local or s3://) for dinov2; for open_clip any name "
+        "open_clip takes (NAME, NAME:TAG or NAME:CHECKPOINT, hf-hub:ORG/REPO, local-dir:DIR with DIR local or "
+        "s3://) or run:RUN, the final model of the finished run RUN in this work directory (pinned to its "
+        "train fingerprint as run:RUN@FP); ignored for pixels.",
     )
     pixels_size: int = Field(16, ge=2, le=64, description="pixels backend: side of the downscaled image.")
     batch_size: int = Field(256, ge=1, description="Images per forward pass.")

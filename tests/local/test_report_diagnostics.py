@@ -38,3 +38,16 @@ def test_a_uniform_run_reports_uniform_epochs() -> None:
     assert "-> 17.1% of each uniform epoch" in text and "0.21 (data) -> 0.21 (uniform epoch)" in text
     dynamic = "\n".join(sampling_lines({**report, "alpha": 0.2}, None, "plot.png"))
     assert "DynamiCS sampling (alpha=0.2" in dynamic and "of each DynamiCS epoch" in dynamic
+
+
+def test_diagnostic_lines_state_separation_distance_from_uniform_and_warn_plainly() -> None:
+    sampling = {"gini_before": 0.21, "gini_after": 0.06, "inclusion_tv_from_uniform": 0.04,
+                "warning": "the embedding gives DynamiCS little to work with: the expected epoch is close to uniform"}
+    fit = {"diagnostics": {"separation": {"own_centroid_cosine_median": 0.88,
+                                          "nearest_other_centroid_cosine_median": 0.86,
+                                          "separation_margin_median": 0.02}}}
+    lines = _diagnostic_lines(sampling, fit)
+    assert "total variation 0.040" in lines[1]
+    assert "own centroid median 0.88, to the nearest other 0.86 (margin 0.02)" in lines[2]
+    assert lines[-1] == f"  WARNING: {sampling['warning']}"
+    assert not any("WARNING" in line for line in _diagnostic_lines(sampling, {}, "uniform"))  # uniform by choice

@@ -24,8 +24,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from dynamics.constants import Stage
 from dynamics.errors import DynamicsError
 from dynamics.spec.model import Embed, EmbedBackend
+from dynamics.stages.embed.modelref import LOCAL_DIR, NAME_FORMS, ModelRef, check_pin, parse_model_ref, source_spec
 from dynamics.stages.gpu import stage_device
 from dynamics.storage import objects as storage
 
@@ -161,18 +163,50 @@ class Dinov2Backend(_TorchBackend):
         return self.model(pixel_values=batch).last_hidden_state[:, 0]
 
 
-class OpenClipBackend(_TorchBackend):
-    """Any open_clip image tower: ``name`` or ``name:pretrained-tag`` or ``name:/path/to/ckpt``."""
+def _open_clip_args(model_ref: str, workdir: str | None, cfg: storage.StorageConfig | None) -> tuple[str, str | None]:
+    """(model_name, pretrained) for ``open_clip.create_model_and_transforms`` (see :mod:`.modelref`)."""
+    ref = parse_model_ref(model_ref)
+    match ref.kind:
+        case "hf-hub":
+            return ref.name, None
+        case "local-dir":
+            return LOCAL_DIR + _fetch_model_dir(ref.name, cfg), None
+        case "run":
+            return LOCAL_DIR + str(_export_run_model(ref, workdir, cfg)), None
+        case _:
+            return ref.name, ref.pretrained
 
-    def __init__(self, model_ref: str, device: torch.device) -> None:
+
+def _export_run_model(ref: ModelRef, workdir: str | None, cfg: storage.StorageConfig | None) -> Path:
+    """The final model of the run ``ref`` names, exported (as ``dynamics export-model``) to a temp folder."""
+    from dynamics.spec.fingerprint import run_paths, stage_fingerprint
+    from dynamics.stages.train.export import export_model
+
+    if workdir is None:
+        raise DynamicsError(f"embed.model run:{ref.name} needs the spec's work directory",
+                            hint="load the backend with workdir=spec.storage.workdir")
+    source = source_spec(workdir, ref.name, cfg)
+    train_fp = stage_fingerprint(source, Stage.TRAIN)
+    check_pin(ref, train_fp)
+    log.info("embedding with the final model of run '%s' (train fingerprint %s)", ref.name, train_fp[:16])
+    out = Path(tempfile.mkdtemp(prefix="dynamics-run-model-")) / ref.name
+    return export_model(source, run_paths(source), out, cfg or storage.StorageConfig())
+
+
+class OpenClipBackend(_TorchBackend):
+    """Any open_clip image tower, named in any form :func:`.modelref.parse_model_ref` takes."""
+
+    def __init__(self, model_ref: str, device: torch.device, cfg: storage.StorageConfig | None = None,
+                 workdir: str | None = None) -> None:
         import open_clip
 
-        name, _, pretrained = model_ref.partition(":")
+        name, pretrained = _open_clip_args(model_ref, workdir, cfg)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained or None)
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
         except (RuntimeError, ValueError, OSError) as exc:
             raise DynamicsError(f"cannot create open_clip model '{model_ref}': {exc}",
-                                hint="see open_clip.list_models() / list_pretrained()") from exc
+                                hint=f"embed.model takes {NAME_FORMS} (see open_clip.list_models(); "
+                                "hf-hub: needs the Hub or its cache, HF_HUB_OFFLINE=1 reads only the cache)") from exc
         super().__init__(model, device)
         self.transform = preprocess
         self.dim = int(model.visual.output_dim)
@@ -182,9 +216,10 @@ class OpenClipBackend(_TorchBackend):
 
 
 def load_backend(cfg: Embed, storage_cfg: storage.StorageConfig | None = None,
-                 device: torch.device | None = None) -> Backend:
+                 device: torch.device | None = None, workdir: str | None = None) -> Backend:
     """The backend the spec's ``embed`` section names, on ``device`` (default: the GPU when
-    ``embed.gpusPerPod`` asks for one, failing fast when CUDA is unusable; else the CPU)."""
+    ``embed.gpusPerPod`` asks for one, failing fast when CUDA is unusable; else the CPU). ``workdir``: where
+    ``run:RUN`` models are found."""
     match cfg.backend:
         case EmbedBackend.PIXELS:
             return PixelsBackend(cfg.pixels_size)
@@ -193,4 +228,4 @@ def load_backend(cfg: Embed, storage_cfg: storage.StorageConfig | None = None,
         case EmbedBackend.DINOV2:
             return Dinov2Backend(cfg.model, device, storage_cfg)
         case EmbedBackend.OPEN_CLIP:
-            return OpenClipBackend(cfg.model, device)
+            return OpenClipBackend(cfg.model, device, storage_cfg, workdir)

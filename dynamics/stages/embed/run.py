@@ -197,7 +197,8 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
     if already_done(paths.embed_marker(part), spec, Stage.EMBED, cfg):
         log.info("part %d already complete (%s exists); nothing to do", part, paths.embed_marker(part))
         return False
-    backend = load_backend(spec.embed, cfg)  # first: a pod that cannot use its GPUs fails at once
+    # first: a pod that cannot use its GPUs fails at once
+    backend = load_backend(spec.embed, cfg, workdir=spec.storage.workdir)
     all_shards = resolve_shards(spec.data.shards, cfg)
     indices = shard_slice(len(all_shards), spec.embed.shards_per_part, part)
     if not len(indices):
