@@ -191,6 +191,12 @@ def _submit_to_cluster(args: argparse.Namespace) -> int:
     refuse_local_storage(own, _source(args))
     kube, spec = _with_namespace_defaults(args, data, own)
     if not args.offline:
+        from dynamics.stages.common import storage_config
+        from dynamics.stages.embed.modelref import pin_run_model
+
+        # embed.model: run:NAME is pinned to that run's train fingerprint, as --local does, so that the
+        # embed fingerprint (and every shared stage downstream) names the weights the pods will load.
+        spec = pin_run_model(spec, storage_config(spec))
         check_inputs(spec)
         _check_rerun(spec, args.replace)
     return submit(spec, replace=args.replace, wait=args.wait, context=args.context, kube=kube)

@@ -240,3 +240,28 @@ def test_cancel_and_resubmit_of_a_helm_installed_run(h: Harness) -> None:
         submit(spec, kube=kube, out=io.StringIO())
     assert "is left over from an earlier run" in err.value.message and "dynamics cancel" in (err.value.hint or "")
     assert kube.get(CONFIG_MAPS, RUN) is None  # nothing created
+
+
+def test_a_cluster_submission_pins_a_run_model_reference(
+        h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 22 item 1: `embed.model: run:NAME` submitted to a cluster is pinned to NAME's train
+    fingerprint before the ConfigMap is written, as --local does, so the embed stage's fingerprint
+    names the weights (before: only --local pinned it)."""
+    from dynamics.spec.fingerprint import stage_fingerprint
+    from dynamics.spec.loader import dump_spec, load_spec_text
+    from dynamics.storage import objects as storage
+    from dynamics.storage.layout import RunPaths
+
+    monkeypatch.setenv("KUBECONFIG", str(h.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setattr("dynamics.stages.preflight.check_inputs", lambda spec: None)  # no shards here
+    workdir = f"s3://bucket/pin-{tmp_path.name[-8:]}"
+    source = make_spec(name="boot-1", storage={"workdir": workdir})
+    storage.write_bytes(RunPaths.for_run(workdir, "boot-1").spec, dump_spec(source).encode())
+    spec = make_spec(storage={"workdir": workdir}, embed={"backend": "open_clip", "model": "run:boot-1",
+                                                          "gpusPerPod": 0})
+    path = tmp_path / "spec.yaml"
+    path.write_text(dump_spec(spec))
+    assert cli.submit_main([str(path)]) == 0
+    submitted = load_spec_text(h.kube().get(CONFIG_MAPS, RUN)["data"][C.CONFIG_SPEC_KEY], "cm")
+    assert submitted.embed.model == f"run:boot-1@{stage_fingerprint(source, Stage.TRAIN)[:16]}"
