@@ -49,9 +49,11 @@ def _cmd_stage(argv: Sequence[str]) -> int:
     from dynamics.stages.common import setup_logging
 
     setup_logging()
-    record_spec(args.spec, args.stage)
     module = importlib.import_module(STAGES[name])
-    return int(module.main(rest))
+    code = int(module.main(rest))
+    if code == 0:  # a failed stage leaves nothing behind, not even the record
+        record_spec(args.spec, args.stage)
+    return code
 
 
 def record_spec(spec_file: str, stage: Stage) -> None:

@@ -109,14 +109,22 @@ def test_paths_prints_every_artifact_with_its_fingerprint(no_cluster: Path,
     assert "runs/_shared/embed-" in capsys.readouterr().out
 
 
-def test_a_stage_run_by_hand_records_the_spec(no_cluster: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_stage_run_by_hand_records_the_spec(no_cluster: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    from dynamics.cli.app import STAGES
+
     data = yaml.safe_load(EXAMPLE.read_text())
     data["storage"]["workdir"] = str(no_cluster / "runs")
     spec_file = no_cluster / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(data))
     spec = validate(data)
     recorded = Path(run_paths(spec).spec)
-    main(["stage", "scale", "--spec", str(spec_file)])  # fails (nothing assigned yet), after recording
+    assert main(["stage", "scale", "--spec", str(spec_file)]) != 0  # nothing assigned yet: fails,
+    assert not recorded.exists()  # and a failed stage leaves nothing behind, not even the record
+    monkeypatch.setattr(importlib.import_module(STAGES["scale"]), "main", lambda argv: 0)  # a stage that succeeds
+    assert main(["stage", "scale", "--spec", str(spec_file)]) == 0
     assert yaml.safe_load(recorded.read_text()) == yaml.safe_load(dump_spec(spec))
     assert main(["status", "quickstart"]) == 0  # so the run is known
     data["sample"]["alpha"] = 0.5  # an existing record is what the artifacts were made for: kept

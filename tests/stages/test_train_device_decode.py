@@ -126,6 +126,6 @@ def test_trainer_decoding_on_the_device_trains_like_the_loader(tmp_path: Path) -
     assert sorted(loader) == sorted(device) == [(0, s) for s in range(1, 7)]
     for step, rec in loader.items():
         assert device[step]["keys"] == rec["keys"]  # the same samples, batch by batch
-        # Pixels differ by the resampler only, so the losses stay close through six updates.
+        # Both paths crop and resize with torch's antialiased resize; pixels can differ by the JPEG decoder
+        # (PIL's reduced-scale draft vs torchvision's), so the losses stay close through six updates.
         assert device[step]["loss"] == pytest.approx(rec["loss"], abs=0.02)
-    assert any(device[s]["loss"] != loader[s]["loss"] for s in loader)  # yet other pixels were trained on
