@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-ARMS = ("uniform", "pixels", "bootstrap", "oracle", "oracle-repeat")  # as dynamics.experiment.longtail.ARMS
+from dynamics.experiment.arms import ARMS
 
 DESCRIPTION = ("DynamiCS vs uniform sampling at equal total samples seen (same data, model initialisation and seeds) "
                "on scikit-learn's bundled handwritten digits made long-tailed by class. Arms: "

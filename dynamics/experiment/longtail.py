@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from dynamics.errors import DynamicsError
-from dynamics.experiment import cli, clip, digits, sampling
+from dynamics.experiment import clip, digits, sampling
+from dynamics.experiment.arms import ARMS
 from dynamics.experiment.stats import mean_sd, paired
 
 UNIFORM = "uniform"
-ARMS = cli.ARMS
 ARM_HELP = {
     UNIFORM: "uniform sampling (alpha = 1), all samples from a fresh model",
     "pixels": "DynamiCS on pixels + PCA-whitened k-means clusters (the CPU quickstart's recipe)",
