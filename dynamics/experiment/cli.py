@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``experiment longtail``."""
     p = sub.add_parser("longtail", help="DynamiCS vs uniform at equal compute on long-tailed digits (CPU)",
                        description=DESCRIPTION)
-    p.add_argument("--seeds", type=int, default=5, help="paired seeds (default 5)")
+    p.add_argument("--seeds", type=int, default=8, help="paired seeds (default 8)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--samples", type=int, default=12_800, help="samples seen per run, bootstrap pass included "
                    "(default 12800)")
