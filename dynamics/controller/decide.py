@@ -322,13 +322,13 @@ def failed_actions(spec: RunSpec, observed: Observed, status: RunStatus) -> list
     """A failed run: release what still runs (unless ``kubernetes.onFailure: keep``), saying so in the
     reason, then record the status and finish. Releasing comes first: a controller killed in between
     finds the run not yet failed and decides again."""
-    release = releasable(spec, observed) if spec.kubernetes.on_failure is OnFailure.STOP else []
+    running = releasable(spec, observed)
+    release = running if spec.kubernetes.on_failure is OnFailure.STOP else []
+    refs = ", ".join(r.ref for r in running)
     if release:
-        refs = ", ".join(r.ref for r in release)
         status = replace(status, reason=f"{status.reason}; stopped {refs} to release its resources "
                          "(kubernetes.onFailure: keep leaves them running for debugging)")
-    elif spec.kubernetes.on_failure is OnFailure.KEEP and releasable(spec, observed):
-        refs = ", ".join(r.ref for r in releasable(spec, observed))
+    elif running:
         status = replace(status, reason=f"{status.reason}; {refs} kept running (kubernetes.onFailure: keep): "
                          "`dynamics cancel` releases its resources")
     return [*release, WriteStatus(status), Finish(status.phase, status.reason)]

@@ -25,7 +25,7 @@ from dynamics.controller.kube import Kube, KubeApiError, Obj
 from dynamics.controller.report import RunEvent
 from dynamics.controller.resources import BY_KIND, CONFIG_MAPS, EVENTS, JOBS, PODS, RUN_RESOURCES, Propagation
 from dynamics.controller.state import LOG_TAIL_LINES, Phase, PodFailure, RunStatus, clip, failed_pods, log_tail
-from dynamics.controller.stuck import UNSCHEDULABLE, owned_pods, stuck_reason, stuck_signal
+from dynamics.controller.stuck import owned_pods, stuck_reason, stuck_signal, unschedulable
 from dynamics.errors import KubeError, StorageError
 from dynamics.spec import names
 from dynamics.spec.checks import cluster_storage_problems
@@ -196,9 +196,13 @@ def events_about(kube: Kube, uid: str) -> list[Obj]:
         return []
 
 
-def _unschedulable(pod: Obj) -> bool:
-    return any((c.get("type"), c.get("status"), c.get("reason")) == UNSCHEDULABLE
-               for c in (pod.get("status") or {}).get("conditions") or [])
+def workload_events(kube: Kube, workload: Obj, pods: list[Obj]) -> list[Obj]:
+    """What :func:`~dynamics.controller.stuck.stuck_signal` reads: Events about the workload, and about
+    its Unschedulable pods (an autoscaler's verdict on them), a bounded number of them."""
+    events = events_about(kube, workload["metadata"]["uid"])
+    for pod in [p for p in owned_pods(workload, pods) if unschedulable(p)][:MAX_PENDING_PODS_READ]:
+        events += events_about(kube, pod["metadata"]["uid"])
+    return events
 
 
 def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stage, str]:
@@ -207,11 +211,8 @@ def stuck_stages(kube: Kube, record: RunRecord, observed: Observed) -> dict[Stag
     out = {}
     now = now_utc()
     for stage, workload in running_stages(record.spec, observed):
-        pods = owned_pods(workload, kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}"))
-        events = events_about(kube, workload["metadata"]["uid"])
-        for pod in [p for p in pods if _unschedulable(p)][:MAX_PENDING_PODS_READ]:
-            events += events_about(kube, pod["metadata"]["uid"])
-        signal = stuck_signal(workload, pods, events, now, gang=stage is Stage.TRAIN)
+        pods = kube.list(PODS, f"{run_selector(record.name)},{C.LABEL_STAGE}={stage.value}")
+        signal = stuck_signal(workload, pods, workload_events(kube, workload, pods), now, gang=stage is Stage.TRAIN)
         reason = stuck_reason(signal, now, record.spec.kubernetes.stuck_after_seconds)
         if reason is not None:
             out[stage] = reason

@@ -23,14 +23,14 @@ from dynamics.controller.resources import CONFIG_MAPS, JOBS, PODS
 from dynamics.controller.runs import (
     RUNS_SELECTOR,
     delete_run,
-    events_about,
     now_utc,
     observe,
     require_run,
     run_selector,
+    workload_events,
 )
 from dynamics.controller.state import Phase, RunStatus
-from dynamics.controller.stuck import controller_trouble, owned_pods
+from dynamics.controller.stuck import controller_trouble
 from dynamics.spec import names
 
 
@@ -57,11 +57,7 @@ def controller_problem(kube: Kube, run: str) -> str | None:
             raise
         return None
     job = next((j for j in jobs if j["metadata"]["name"] == names.controller_job(run)), None)
-    events = []
-    if job is not None:
-        events = events_about(kube, job["metadata"]["uid"])
-        for pod in owned_pods(job, pods):
-            events += events_about(kube, pod["metadata"]["uid"])
+    events = workload_events(kube, job, pods) if job is not None else []
     return controller_trouble(job, pods, events, now_utc())
 
 

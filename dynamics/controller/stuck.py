@@ -128,6 +128,12 @@ def _condition(pod: Obj, kind: str) -> Obj | None:
     return next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
+def unschedulable(pod: Obj) -> bool:
+    """The scheduler could not place ``pod`` (``PodScheduled=False``, reason ``Unschedulable``)."""
+    cond = _condition(pod, "PodScheduled")
+    return cond is not None and (cond.get("type"), cond.get("status"), cond.get("reason")) == UNSCHEDULABLE
+
+
 def _scheduled_at(pod: Obj) -> dt.datetime | None:
     cond = _condition(pod, "PodScheduled")
     if cond is not None and cond.get("status") == "True":
@@ -192,8 +198,7 @@ def _pod_signals(pod: Obj, scene: _Scene) -> list[Stuck]:
             since = max(created, _scheduled_at(pod) or created)  # pulls start once the pod is placed
             out.append(Stuck(waiting["reason"], clip(message), since, meta["name"]))
     cond = _condition(pod, "PodScheduled")
-    unschedulable = cond is not None and (cond.get("type"), cond.get("status"), cond.get("reason")) == UNSCHEDULABLE
-    if cond is not None and unschedulable and not _scale_up_under_way(pod, scene):
+    if cond is not None and unschedulable(pod) and not _scale_up_under_way(pod, scene):
         since = parse_time(cond.get("lastTransitionTime")) or created
         out.append(Stuck("Unschedulable", clip(cond.get("message") or "no node fits"), since, meta["name"]))
     return out
