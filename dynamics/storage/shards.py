@@ -30,6 +30,7 @@ from dynamics.storage.skips import MAX_PROBLEMS as MAX_PROBLEMS
 from dynamics.storage.skips import CorruptImage as CorruptImage
 from dynamics.storage.skips import ShardRead as ShardRead
 from dynamics.storage.skips import SkipReason, SkipStats
+from dynamics.storage.tarstream import TarRead, iter_tar
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -41,6 +42,7 @@ JSON_EXT = "json"
 LABEL_EXT = "cls"
 MIN_IMAGE_SIDE = 10  # as the published method: tiny images are resized up before preprocessing
 _TAR_BLOCK = 512
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: left to tarfile
 # webdataset skips members such as "__index__" and reads keys with this regex (base_plus_ext).
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")
 _KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -102,21 +104,14 @@ def resolve_shards(pattern: str, cfg: StorageConfig | None = None) -> list[str]:
 # ---------------------------------------------------------------- tar reading
 
 
-class _TailTracker(io.RawIOBase):
-    """Pass-through reader remembering the byte count and the last bytes read.
-
-    tarfile's stream mode ends silently when a shard is cut at a member boundary; the
-    end-of-archive zero block (or its absence) at ``TarFile.offset`` tells the two apart.
-    """
-
-    KEEP = 64 * 1024
+class _Counter(io.RawIOBase):
+    """Pass-through reader remembering the byte count and the first block (for the skip's kind)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         super().__init__()
         self._raw = raw
         self.total = 0
-        self._tail = bytearray()
-        self.head = b""  # the first block: tells a non-tar file from a tar cut short
+        self.head = b""
 
     def readable(self) -> bool:
         return True
@@ -129,22 +124,7 @@ class _TailTracker(io.RawIOBase):
         if len(self.head) < _TAR_BLOCK:
             self.head += bytes(data[: _TAR_BLOCK - len(self.head)])
         self.total += n
-        self._tail += data
-        del self._tail[: max(0, len(self._tail) - self.KEEP)]
         return n
-
-    def block_at(self, offset: int) -> bytes | None:
-        """The 512 bytes at absolute ``offset`` if they were read and are still remembered."""
-        start = self.total - len(self._tail)
-        if offset < start or offset + _TAR_BLOCK > self.total:
-            return None
-        return bytes(self._tail[offset - start : offset - start + _TAR_BLOCK])
-
-
-def _has_end_marker(tar: tarfile.TarFile, tracker: _TailTracker) -> bool:
-    if getattr(tar.fileobj, "comptype", "tar") != "tar":
-        return True  # compressed shards: the decompressor already raises on truncation
-    return tracker.block_at(tar.offset) == bytes(_TAR_BLOCK)
 
 
 def _split_key(name: str) -> tuple[str, str] | None:
@@ -160,10 +140,68 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
 
     A shard that cannot be read to its end is counted (and named, given its ``url``) as
     ``empty_shard``, ``not_a_tar`` or ``truncated_shard`` with the last complete member, and
-    ``read.complete`` is set False.
+    ``read.complete`` is set False. Plain tars go through the lean reader of
+    :mod:`dynamics.storage.tarstream`; compressed ones through ``tarfile``.
     """
-    tracker = _TailTracker(stream)
+    first = stream.read(_TAR_BLOCK)
+    replay = _Replay(first, stream)
+    members = _tarfile_members if first.startswith(_COMPRESSED_MAGIC) else _lean_members
     last: str | None = None
+    status = _Status()
+    for name, data in members(replay, status):
+        last = name
+        yield name, data
+    if not status.complete:
+        stats.add(_unreadable_kind(status.total, status.head), shard=url,
+                  member=f"after {last}" if last else None)
+        if read is not None:
+            read.complete = False
+
+
+@dataclass
+class _Status:
+    total: int = 0
+    head: bytes = b""
+    complete: bool = False
+
+
+class _Replay(io.RawIOBase):
+    """``stream`` with ``first`` (bytes already read from it) put back in front."""
+
+    def __init__(self, first: bytes, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._first = first
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first:
+            out, self._first = (self._first, b"") if size < 0 or size >= len(self._first) else (
+                self._first[:size], self._first[size:])
+            return out
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+
+def _lean_members(stream: IO[bytes], status: _Status) -> Iterator[tuple[str, bytes]]:
+    read = TarRead()
+    try:
+        for name, data in iter_tar(stream, read):
+            if not _META_MEMBER.match(name):
+                yield name, data
+    finally:
+        status.total, status.head, status.complete = read.total, read.head, read.complete
+
+
+def _tarfile_members(stream: IO[bytes], status: _Status) -> Iterator[tuple[str, bytes]]:
+    tracker = _Counter(stream)
     try:
         with tarfile.open(fileobj=tracker, mode="r|*") as tar:
             for info in tar:
@@ -172,27 +210,22 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
                 member = tar.extractfile(info)
                 if member is None:
                     continue
-                data = member.read()
-                last = info.name
-                yield info.name, data
+                yield info.name, member.read()
                 tar.members = []  # stream mode would otherwise keep every TarInfo in memory
-            complete = _has_end_marker(tar, tracker)
+            # compressed streams: the decompressor already raises on truncation
+            status.complete = True
     except (tarfile.TarError, EOFError):
-        # Truncated or corrupt tail: keep what was complete and move on to the next shard.
-        complete = False
-    if not complete:
-        stats.add(_unreadable_kind(tracker), shard=url, member=f"after {last}" if last else None)
-        if read is not None:
-            read.complete = False
+        status.complete = False  # truncated or corrupt tail: keep what was complete
+    finally:
+        status.total, status.head = tracker.total, tracker.head
 
 
-def _unreadable_kind(tracker: _TailTracker) -> SkipReason:
-    if tracker.total == 0:
+def _unreadable_kind(total: int, head: bytes) -> SkipReason:
+    if total == 0:
         return SkipReason.EMPTY_SHARD
     # POSIX/GNU tar headers carry "ustar" at offset 257 (a shorter file may be a tar cut short);
     # compressed shards start with their magic.
-    head = tracker.head
-    tar_like = len(head) < 262 or head[257:262] == b"ustar" or head.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00"))
+    tar_like = len(head) < 262 or head[257:262] == b"ustar" or head.startswith(_COMPRESSED_MAGIC)
     return SkipReason.TRUNCATED_SHARD if tar_like else SkipReason.NOT_A_TAR
 
 

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import Compose, InterpolationMode, Normalize, RandomResizedCrop
 from torchvision.transforms.functional import pil_to_tensor
 
-from dynamics.stages.train.gpu_decode import Crop, is_jpeg, jpeg_size, random_crop
+from dynamics.stages.train.gpu_decode import Crop, JpegHeader, is_jpeg, jpeg_header, jpeg_size, random_crop
 from dynamics.storage.shards import CorruptImage
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -50,6 +51,8 @@ class DraftRandomResizedCrop(RandomResizedCrop):
         super().__init__(base.size, scale=base.scale, ratio=base.ratio, interpolation=base.interpolation,
                          antialias=base.antialias)
         self.draft = draft
+        self._scale = (float(self.scale[0]), float(self.scale[1]))
+        self._ratio = (float(self.ratio[0]), float(self.ratio[1]))
 
     def forward(self, img: Image.Image) -> Image.Image:
         """Crop and resize ``img`` (opened, possibly not yet decoded) to the output size."""
@@ -79,15 +82,47 @@ class DraftRandomResizedCrop(RandomResizedCrop):
     def tensor(self, img: Image.Image) -> torch.Tensor:
         """uint8 ``(3, H, W)`` crop of ``img``, resampled by torch (see :class:`TrainImageTransform`)."""
         top, left, height, width = self.get_params(img, list(self.scale), list(self.ratio))
-        decoded, box = self.decode_box(img, (left, top, left + width, top + height))
+        return self._pil_crop(img, (left, top, left + width, top + height))
+
+    def jpeg_tensor(self, data: bytes, header: JpegHeader) -> torch.Tensor:
+        """:meth:`tensor` of a JPEG, the crop drawn from its header: decoded by torchvision's libjpeg when no
+        DCT scale applies (same pixels as PIL's, without PIL's open and array copy), else by PIL with draft.
+        """
+        # torchvision's get_params: the same draws from the same generator (checked in the tests).
+        c = random_crop((header.width, header.height), self._scale, torch.default_generator, self._ratio)
+        top, left, height, width = c.top, c.left, c.height, c.width
+        box = (left, top, left + width, top + height)
+        if self.draft and _draft_factor((header.width, header.height), box, self.size) > 1:
+            return self._pil_crop(Image.open(io.BytesIO(data)), box)
+        try:
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        except RuntimeError:
+            return self._pil_crop(Image.open(io.BytesIO(data)), box)  # PIL decodes it or says why it cannot
+        return self._resample(pixels[:, top : top + height, left : left + width])
+
+    def _pil_crop(self, img: Image.Image, box: tuple[float, float, float, float]) -> torch.Tensor:
+        decoded, box = self.decode_box(img, box)
         # Whole pixels of the decoded image: exact without draft, within half a drafted pixel with it.
         x0, y0 = min(round(box[0]), decoded.size[0] - 1), min(round(box[1]), decoded.size[1] - 1)
         x1, y1 = max(round(box[2]), x0 + 1), max(round(box[3]), y0 + 1)
         pixels = torch.from_numpy(np.array(decoded))  # (H, W, 3): a channels-last view below
-        patch = pixels[y0:y1, x0:x1].permute(2, 0, 1)[None]
+        return self._resample(pixels[y0:y1, x0:x1].permute(2, 0, 1))
+
+    def _resample(self, patch: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(3, h, w)`` -> the output size. Channels-last in memory: torch's fastest uint8 antialiased
+        kernel, and the same values whatever layout the patch came in (checked in the tests)."""
+        patch = patch[None].contiguous(memory_format=torch.channels_last)
         out = F.interpolate(patch, size=tuple(self.size), mode=_TORCH_MODES[self.interpolation],
                             antialias=self.interpolation is not InterpolationMode.NEAREST)
-        return out[0].contiguous()
+        return out[0]  # channels-last in memory; collation stacks it into a contiguous batch
+
+
+def _draft_factor(size: tuple[int, int], box: tuple[float, float, float, float], out: Sequence[int]) -> int:
+    """The DCT scale (1, 2, 4, 8) PIL's ``draft`` picks for ``box`` of a ``size`` JPEG (as ``decode_box`` asks)."""
+    want_w = math.ceil(size[0] * out[1] / (box[2] - box[0]))
+    want_h = math.ceil(size[1] * out[0] / (box[3] - box[1]))
+    room = min(size[0] // want_w, size[1] // want_h)
+    return next(a for a in (8, 4, 2, 1) if room >= a or a == 1)
 
 
 def _decoded_rgb(img: Image.Image) -> Image.Image:
@@ -128,10 +163,12 @@ class TrainImageTransform:
     def __call__(self, data: bytes, ext: str) -> torch.Tensor:
         """Decode and crop one image to uint8; raises :class:`CorruptImage` for undecodable bytes."""
         try:
-            img = Image.open(io.BytesIO(data))
             if self.crop.interpolation not in _TORCH_MODES:
-                return pil_to_tensor(self.crop(img))
-            return self.crop.tensor(img)
+                return pil_to_tensor(self.crop(Image.open(io.BytesIO(data))))
+            header = jpeg_header(data)
+            if header is not None and header.components in (1, 3):  # grey or YCbCr: torchvision = PIL here
+                return self.crop.jpeg_tensor(data, header)
+            return self.crop.tensor(Image.open(io.BytesIO(data)))
         except _DECODE_ERRORS as exc:
             raise CorruptImage(f"cannot decode .{ext} image: {exc}") from exc
 
