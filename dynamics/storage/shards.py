@@ -43,9 +43,8 @@ LABEL_EXT = "cls"
 MIN_IMAGE_SIDE = 10  # as the published method: tiny images are resized up before preprocessing
 _TAR_BLOCK = 512
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: left to tarfile
-# webdataset skips members such as "__index__" and reads keys with this regex (base_plus_ext).
+# webdataset skips members such as "__index__".
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 @dataclass(frozen=True)
@@ -128,10 +127,16 @@ class _Counter(io.RawIOBase):
 
 
 def _split_key(name: str) -> tuple[str, str] | None:
-    match = _KEY_EXT.match(name)
-    if not match:
+    """webdataset's ``base_plus_ext``: the key is the path up to the first dot of the basename."""
+    base = name.rfind("/") + 1
+    dot = name.find(".", base)
+    if dot < 0:
         return None
-    return match.group(1), match.group(2).lower()
+    if dot == base:  # a basename starting with a dot: webdataset's regex then keys by the folder ("d/")
+        parent = name.rfind("/", 0, max(base - 1, 0)) + 1
+        if base == 0 or "." in name[parent:base]:
+            return None
+    return name[:dot], name[dot + 1 :].lower()
 
 
 def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
@@ -194,7 +199,7 @@ def _lean_members(stream: IO[bytes], status: _Status) -> Iterator[tuple[str, byt
     read = TarRead()
     try:
         for name, data in iter_tar(stream, read):
-            if not _META_MEMBER.match(name):
+            if not (name.startswith("__") and _META_MEMBER.match(name)):
                 yield name, data
     finally:
         status.total, status.head, status.complete = read.total, read.head, read.complete

@@ -30,9 +30,6 @@ _SPECIAL = (b"1", b"2", b"3", b"4", b"5", b"6")
 _GNU_LONGNAME, _GNU_LONGLINK, _SPARSE = b"L", b"K", b"S"
 _PAX_MEMBER, _PAX_GLOBAL = (b"x", b"X"), b"g"  # X: Solaris' per-member pax header
 _CHKSUM = slice(148, 156)
-# mode, uid, gid, size, mtime, devmajor, devminor: tarfile refuses a header where any does not parse.
-_NUMERIC = (slice(100, 108), slice(108, 116), slice(116, 124), slice(124, 136), slice(136, 148),
-            slice(329, 337), slice(337, 345))
 _SIGNED = struct.Struct("148b8x356b")  # every byte but the checksum field, as signed chars (old tars)
 
 
@@ -48,40 +45,44 @@ class TarRead:
 
 
 class _Buffer:
-    """The stream's bytes from the current header on, refilled a chunk at a time."""
+    """The stream's unread bytes (``data[pos:]``), refilled a chunk at a time."""
 
     def __init__(self, stream: IO[bytes], read: TarRead) -> None:
         self._stream = stream
         self._read = read
-        self.data = bytearray()
+        self.data = b""
         self.pos = 0
         self.eof = False
 
     def has(self, n: int) -> bool:
         """Whether ``n`` bytes from :attr:`pos` are (or could be made) available."""
-        while len(self.data) - self.pos < n and not self.eof:
-            if self.pos > CHUNK:  # drop what was consumed, so the buffer stays ~ a chunk + one member
-                del self.data[: self.pos]
-                self.pos = 0
-            chunk = self._stream.read(max(CHUNK, n))
+        if len(self.data) - self.pos >= n:
+            return True
+        parts = [self.data[self.pos :]]  # drop what was consumed: the buffer stays ~ a chunk + one member
+        have = len(parts[0])
+        while have < n and not self.eof:
+            chunk = self._stream.read(max(CHUNK, n - have))
             if not chunk:
                 self.eof = True
                 break
             if self._read.total < BLOCK:
                 self._read.head += chunk[: BLOCK - len(self._read.head)]
             self._read.total += len(chunk)
-            self.data += chunk
-        return len(self.data) - self.pos >= n
+            parts.append(chunk)
+            have += len(chunk)
+        self.data, self.pos = b"".join(parts), 0
+        return have >= n
+
+    def take(self, n: int) -> bytes:
+        """The next ``n`` bytes (call :meth:`has` first)."""
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
 
     def skip(self, n: int) -> None:
         """Move past up to ``n`` bytes."""
         self.has(n)
         self.pos = min(self.pos + n, len(self.data))
-
-    def take(self, n: int) -> memoryview:
-        view = memoryview(self.data)[self.pos : self.pos + n]
-        self.pos += n
-        return view
 
 
 def _number(field_bytes: bytes) -> int:
@@ -95,16 +96,14 @@ def _number(field_bytes: bytes) -> int:
 
 
 def _header_ok(header: bytes) -> bool:
-    """tarfile's test of a header: the checksum is the unsigned (or signed) byte sum with the field as
-    spaces, and the numeric fields parse."""
+    """tarfile's checksum test: the stored sum equals the unsigned (or signed) byte sum with the field as
+    spaces. The header's other numeric fields (mode, ids, times) are not read, so not checked either."""
+    chksum = header[_CHKSUM]
     try:
-        stored = _number(header[_CHKSUM])
-        for numeric in _NUMERIC:
-            _number(header[numeric])
+        stored = _number(chksum)
     except ValueError:
         return False
-    unsigned = 256 + sum(header) - sum(header[_CHKSUM])
-    return stored == unsigned or stored == 256 + sum(_SIGNED.unpack_from(header))
+    return stored == 256 + sum(header) - sum(chksum) or stored == 256 + sum(_SIGNED.unpack_from(header))
 
 
 def _text(raw: bytes) -> str:
@@ -148,7 +147,7 @@ def iter_tar(stream: IO[bytes], read: TarRead) -> Iterator[tuple[str, bytes]]:
             if buf.data or long_name is not None or pax is not None:
                 read.problem = "cut inside the archive"
             return  # cut at a header boundary, or an empty stream: no end marker
-        header = bytes(buf.take(BLOCK))
+        header = buf.take(BLOCK)
         if header == _ZERO_BLOCK:
             if long_name is not None or pax is not None:
                 read.problem = "extended header without its member"
@@ -160,7 +159,11 @@ def iter_tar(stream: IO[bytes], read: TarRead) -> Iterator[tuple[str, bytes]]:
             return
         kind = header[156:157]
         extended = pax if pax is not None else global_pax
-        size = _pax_size(extended["size"]) if "size" in extended else _number(header[124:136])
+        try:
+            size = _pax_size(extended["size"]) if "size" in extended else _number(header[124:136])
+        except ValueError:
+            read.problem = "invalid size in a tar header"
+            return
         name = extended["path"].rstrip("/") if "path" in extended else long_name or _ustar_name(header, kind)
         if kind in _REGULAR and name.endswith("/"):
             kind = b"5"  # old V7 tars mark a directory by the trailing slash (tarfile does the same)
@@ -172,7 +175,7 @@ def iter_tar(stream: IO[bytes], read: TarRead) -> Iterator[tuple[str, bytes]]:
         if not buf.has(size):
             read.problem = f"cut inside member {name!r}"
             return
-        data = bytes(buf.take(size))
+        data = buf.take(size)
         buf.skip(-size % BLOCK)  # the padding (a stream cut inside it shows at the next header)
         if kind in (_GNU_LONGNAME, _GNU_LONGLINK):
             if kind == _GNU_LONGNAME:

@@ -7,6 +7,8 @@ import io
 import tarfile
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dynamics.storage import shards
 from dynamics.storage.tarstream import BLOCK, TarRead, iter_tar
@@ -110,8 +112,17 @@ def test_shard_reader_still_takes_compressed_shards() -> None:
                 tar.addfile(info, io.BytesIO(data))
     packed = gzip.compress(buf.getvalue())
     stats = shards.SkipStats()
-    assert [s.caption for s in shards.iter_stream("s.tar.gz", io.BytesIO(packed), stats)] == ["caption k1", "caption k2"]
+    captions = [s.caption for s in shards.iter_stream("s.tar.gz", io.BytesIO(packed), stats)]
+    assert captions == ["caption k1", "caption k2"]
     assert not stats.counts
     cut = shards.SkipStats()
     list(shards.iter_stream("s.tar.gz", io.BytesIO(packed[: len(packed) // 2]), cut))
     assert cut.counts[str(shards.SkipReason.TRUNCATED_SHARD)] == 1
+
+
+@given(st.lists(st.sampled_from(["a", "b", ".", "/", "_", "x1", "é"]), max_size=12).map("".join))
+def test_keys_split_as_webdataset_does(name: str) -> None:
+    from webdataset.tariterators import base_plus_ext
+
+    key, ext = base_plus_ext(name)
+    assert shards._split_key(name) == (None if key is None else (key, ext.lower()))
