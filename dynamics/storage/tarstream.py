@@ -8,10 +8,12 @@ This reader takes the stream 1 MiB at a time and parses only what a shard reader
 the header checksum.
 
 It reads what ``tarfile`` reads, with the same verdicts (``tests/storage/test_tarstream.py`` holds it
-to ``tarfile`` on every cut of archives in each format): regular members are yielded as they complete;
-a zero block ends the archive; a cut stream, or a header that fails its checksum, ends it too, as
-incomplete. Compressed shards are not handled here (:mod:`dynamics.storage.shards` gives them to
-``tarfile``).
+to ``tarfile`` on every cut, and on damaged headers, of archives in each format): regular members are
+yielded as they complete; a zero block ends the archive; a cut stream, or a header that fails its
+checksum, ends it too, as incomplete. One difference, on purpose: the mode, owner and time fields are
+not parsed, so a header whose checksum holds but whose mode is not octal is read (``tarfile`` refuses
+it; no tar writer makes one). GNU sparse members end the read as incomplete. Compressed shards are not
+handled here (:mod:`dynamics.storage.shards` gives them to ``tarfile``).
 """
 
 from __future__ import annotations
