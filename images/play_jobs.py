@@ -107,7 +107,9 @@ def main(argv: list[str]) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 run = run_argv(job, index, write_configmaps(job, configmaps, Path(tmp)))
                 # The image and its command only: the flags may carry credentials.
-                print(f"==> {job['metadata']['name']} #{index}: {' '.join(run[run.index(image_of(job)):])}", flush=True)
+                at = run.index(image_of(job))
+                print(f"==> {job['metadata']['name']} #{index}: {run[at]} {run[at - 1].removeprefix('--entrypoint=')} "
+                      f"{' '.join(run[at + 1:])}", flush=True)
                 command = [engine, "run", *extra, *run]
                 code = subprocess.run(command, check=False).returncode
             if code:
