@@ -25,8 +25,12 @@ PIP_CA ?=
 PIP_CONSTRAINTS ?=
 WHEELHOUSE ?=
 BUILD_FLAGS ?=
-# pip download's target for the wheelhouse: the images' platform and Python.
-WHEEL_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 linux_x86_64
+# pip download's target for the wheelhouse: the images' platform and Python. Every manylinux tag that the base's
+# glibc (2.36 in bookworm) runs, as pip itself would accept there: pip download takes only the tags it is given,
+# and wheels carry just one (the CUDA 12.8+/13 libraries are manylinux_2_27 only, older packages manylinux1/2010).
+GLIBC_MINORS ?= 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36
+WHEEL_PLATFORMS ?= $(foreach m,$(GLIBC_MINORS),manylinux_2_$(m)_x86_64) manylinux2014_x86_64 manylinux2010_x86_64 \
+	manylinux1_x86_64 linux_x86_64
 IMAGES := embedder clusterer trainer controller
 
 BUILD_ARGS = --platform $(PLATFORM) --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg TORCH_BASE=$(TORCH_BASE) \

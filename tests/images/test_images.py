@@ -429,3 +429,14 @@ def test_make_images_builds_the_torch_base_first_with_any_builder() -> None:
     assert not any("--secret" in line for line in _make("images"))  # nothing given, nothing passed
     (download,) = _make("wheelhouse")
     assert "-r requirements/lock.txt" in download and "--only-binary=:all:" in download
+
+
+def test_the_wheelhouse_takes_every_wheel_the_base_can_run() -> None:
+    """pip download keeps only wheels tagged with a --platform it was given, and a wheel names one glibc: the
+    CUDA 13 libraries the lock pins (nvidia-cublas 13.1.1.3, ...) are manylinux_2_27 only, old packages
+    manylinux1. Every glibc up to bookworm's 2.36 must be asked for, or `make wheelhouse` cannot resolve."""
+    (download,) = _make("wheelhouse")
+    platforms = set(re.findall(r"--platform (\S+)", download))
+    assert {f"manylinux_2_{minor}_x86_64" for minor in range(5, 37)} <= platforms
+    assert {"manylinux2014_x86_64", "manylinux1_x86_64"} <= platforms
+    assert not {p for p in platforms if re.fullmatch(r"manylinux_2_(\d+)_x86_64", p) and int(p.split("_")[2]) > 36}
