@@ -7,6 +7,7 @@ from typing import Any
 from dynamics.constants import Stage
 from dynamics.errors import StorageError
 from dynamics.spec.model import RunSpec
+from dynamics.spec.reduced import reduced_note
 from dynamics.storage import objects as storage
 from dynamics.storage.layout import RunPaths
 
@@ -25,14 +26,34 @@ def _pct(x: float | None) -> str:
 SHOWN_PROBLEMS = 10  # named in the report; every one is in the embed parts' stats.json
 
 
+def _embed_stats(paths: RunPaths, cfg: storage.StorageConfig) -> list[dict[str, Any]]:
+    uris = sorted(u for u in storage.list_uris(paths.embed_dir(), cfg) if u.endswith(".stats.json"))
+    return [_read(uri, cfg) or {} for uri in uris]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def reduced_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig) -> list[str]:
+    """What the embed stage's reduced shard copies are: their size, what they cost, and why they are faithful."""
+    parts = [s["reduced"] for s in _embed_stats(paths, cfg) if s.get("reduced")]
+    if not parts:
+        return []
+    copies, originals = sum(int(p["bytes"]) for p in parts), sum(int(p["original_bytes"]) for p in parts)
+    share = f", {copies / originals:.1%} of the {_mib(originals)} of original shards" if originals else ""
+    return [f"\nreduced shard copies (phase 1 reads them): short side {parts[0]['short_side']} px, "
+            f"{_mib(copies)}{share}",
+            f"  {reduced_note(spec)}; crops cut from them match the originals' at ~37 dB PSNR "
+            "(tests/stages/test_embed_reduced.py)"]
+
+
 def data_problem_lines(paths: RunPaths, cfg: storage.StorageConfig) -> list[str]:
     """Corrupt or skipped data found by the embed stage, by kind, with the first few named."""
     counts: dict[str, int] = {}
     problems: list[dict[str, str]] = []
     lost = expected = 0
-    stats_files = [u for u in storage.list_uris(paths.embed_dir(), cfg) if u.endswith(".stats.json")]
-    for uri in sorted(stats_files):
-        stats = _read(uri, cfg) or {}
+    for stats in _embed_stats(paths, cfg):
         for kind, n in stats.get("skipped", {}).items():
             counts[kind] = counts.get(kind, 0) + int(n)
         problems += stats.get("problems", [])
@@ -121,6 +142,7 @@ def summary_lines(spec: RunSpec, paths: RunPaths, cfg: storage.StorageConfig,
     for stage, secs in timings.items():
         lines.append(f"  {stage.value:<12} {'skipped (already complete)' if secs is None else f'{secs:7.1f}s'}")
     lines += data_problem_lines(paths, cfg)
+    lines += reduced_lines(spec, paths, cfg)
     report = _read(paths.report, cfg)
     if report:
         lines += sampling_lines(report, _read(paths.fit_json, cfg), paths.plot)

@@ -156,6 +156,8 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
     for name, data in members(replay, status):
         last = name
         yield name, data
+    if read is not None:
+        read.bytes = status.total
     if not status.complete:
         stats.add(_unreadable_kind(status.total, status.head), shard=url,
                   member=f"after {last}" if last else None)

@@ -93,6 +93,7 @@ class ShardRead:
 
     rows: int = 0
     complete: bool = True
+    bytes: int = 0  # bytes read from the shard (the whole file when complete)
 
 
 @dataclass(frozen=True)

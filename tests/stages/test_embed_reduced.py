@@ -17,6 +17,7 @@ from torchvision.transforms import RandomResizedCrop
 from dynamics.core.sampler import ShardTable
 from dynamics.demo import write_test_shards
 from dynamics.errors import SpecError
+from dynamics.local.report import reduced_lines
 from dynamics.spec.reduced import (
     faithful_short_side,
     reduced_epochs,
@@ -175,6 +176,14 @@ def test_embed_writes_copies_and_training_reads_them_with_the_same_decisions(s3_
             assert s.bpe == (None if s.caption is None else encode_caption(s.caption))
             assert originals[s.key].bpe is None
             assert min(Image.open(io.BytesIO(s.image)).size) <= short_side(spec) == 96
+    # The run's report says what the copies are and cost: sizes recorded by the embed stage.
+    recorded = storage.read_json(paths.embed_stats(0))["reduced"]
+    copies = sum(len(storage.read_bytes(paths.reduced_shard(i))) for i in range(2))
+    originals = sum(len(storage.read_bytes(u)) for u in data["urls"])
+    assert recorded == {"short_side": 96, "bytes": copies, "original_bytes": originals}
+    report = reduced_lines(spec, paths, storage.StorageConfig())
+    assert "short side 96 px" in report[0] and f"{recorded['bytes'] / recorded['original_bytes']:.1%}" in report[0]
+    assert reduced_note(spec) in report[1]
     for index, url in enumerate(data["urls"]):
         keys = [s.key for s in iter_samples(url, None, SkipStats())]
         table = ShardTable.from_keys(keys, np.full(len(keys), 0.6, dtype=np.float32))

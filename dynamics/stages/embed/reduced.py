@@ -97,6 +97,8 @@ class ReducedShardWriter:
                 tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
-    def write(self, url: str, cfg: storage.StorageConfig | None) -> None:
-        """Write the shard atomically to ``url``."""
-        storage.write_bytes(url, self.tar_bytes(), cfg)
+    def write(self, url: str, cfg: storage.StorageConfig | None) -> int:
+        """Write the shard atomically to ``url``; returns its size in bytes."""
+        data = self.tar_bytes()
+        storage.write_bytes(url, data, cfg)
+        return len(data)

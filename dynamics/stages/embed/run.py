@@ -64,6 +64,7 @@ class ShardDone:
     stats: SkipStats
     error: str | None = None
     read: ShardRead = field(default_factory=ShardRead)  # samples in the shard, and whether read to its end
+    reduced_bytes: int = 0  # size of the reduced copy written, if any
 
 
 class PartDataset(IterableDataset):
@@ -92,6 +93,7 @@ class PartDataset(IterableDataset):
         stats, seen, read = SkipStats(), 0, ShardRead()
         items: list[tuple[torch.Tensor, int, str, str]] = []
         copy = self.reduced.writer() if self.reduced else None
+        copy_bytes = 0
         try:
             for sample in iter_samples(url, self.cfg, stats, read):
                 seen += 1
@@ -108,14 +110,14 @@ class PartDataset(IterableDataset):
                     yield self._batch(shard_index, items)
                     items = []
             if copy is not None and self.reduced is not None:
-                copy.write(self.reduced.url(shard_index), self.cfg)
+                copy_bytes = copy.write(self.reduced.url(shard_index), self.cfg)
         except StorageError as exc:
             # Reported by the main process as one clean message (no worker traceback).
             yield ShardDone(shard_index, seen, stats, error=str(exc))
             return
         if items:
             yield self._batch(shard_index, items)
-        yield ShardDone(shard_index, seen, stats, read=read)
+        yield ShardDone(shard_index, seen, stats, read=read, reduced_bytes=copy_bytes)
 
     @staticmethod
     def _batch(shard_index: int, items: list[tuple[torch.Tensor, int, str, str]]) -> Batch:
@@ -136,6 +138,7 @@ class PartOutput:
     seen: int = 0
     shards_done: int = 0
     reads: dict[str, ShardRead] = field(default_factory=dict)  # by shard URL
+    reduced_bytes: int = 0  # reduced copies written
 
     def add(self, batch: Batch, vectors: np.ndarray) -> None:
         self.vectors.append(vectors)
@@ -226,6 +229,7 @@ def embed_part(spec: RunSpec, paths: RunPaths, part: int, cfg: storage.StorageCo
             out.seen += item.seen
             out.shards_done += 1
             out.reads[urls[item.shard_index]] = item.read
+            out.reduced_bytes += item.reduced_bytes
         else:
             out.add(item, backend.embed(item.pixels))
             if BATCH_DELAY:
@@ -248,6 +252,10 @@ def _commit(paths: RunPaths, part: int, out: PartOutput, urls: dict[int, str], d
              "shard_samples": shard_index_entries(out.reads), "dim": dim,
              "backend": spec.embed.backend.value,
              "model": None if spec.embed.backend is EmbedBackend.PIXELS else spec.embed.model}
+    side = short_side(spec)
+    if side is not None:  # what the copies cost, for the run's report
+        stats["reduced"] = {"short_side": side, "bytes": out.reduced_bytes,
+                            "original_bytes": sum(r.bytes for r in out.reads.values())}
     storage.write_npy(paths.embed_vectors(part), vectors, cfg)
     storage.write_bytes(paths.embed_keys(part), _keys_table(out, urls, order), cfg)
     storage.write_json(paths.embed_stats(part), stats, cfg)
