@@ -22,7 +22,7 @@ How it counts, so that a skeptic can accept the ratios:
 It prints one line (progress on stderr); ``--markdown FILE`` also writes the tables that
 ``benchmarks/README.md`` and ``README.md`` quote.
 
-    python benchmarks/bench_loader.py [--sets web 384] [--shards 2] [--per-shard 768] [--repeats 5] [--markdown F]
+    python benchmarks/bench_loader.py [--sets web 384] [--shards 2] [--per-shard 768] [--repeats 7] [--markdown F]
 """
 
 from __future__ import annotations
@@ -394,7 +394,7 @@ def main() -> None:
     ap.add_argument("--short-side", type=int, default=None,
                     help="reduced copies' short side (default: the faithful size for --resolution and the crop scale)")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed rounds (after one warm-up round)")
     ap.add_argument("--markdown", type=Path, help="also write the result tables (markdown) here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

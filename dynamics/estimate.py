@@ -76,14 +76,14 @@ class Rates:
     gpu_samples_per_s: float = REFERENCE_RATE  # the reference recipe, ViT-B/16 at 112 px on one H100
     rate_resolution: int = 112
     image_share: float = REFERENCE_IMAGE_SHARE  # calibrated: the reference's 163 GPU-hours
-    loader_samples_per_core_s: float = 386.0  # benchmarks/README.md, 112 px crops of 384-class (DataComp-like) JPEGs
+    loader_samples_per_core_s: float = 737.0  # benchmarks/README.md, 112 px crops of 384-class (DataComp-like) JPEGs
     bytes_per_sample: float = 40_000.0  # one JPEG + caption of a DataComp-style shard
     embed_images_per_gpu_s: float = 2000.0
     gemm_tflops: float = 40.0
     # benchmarks/README.md: copies at the faithful 208 px short side of 384-class images, .bpe member included
-    reduced_bytes_per_sample: float = 12_700.0
-    reduced_loader_speedup: float = 1.18  # benchmarks/README.md: 454 vs 386 samples/s per core (384-class)
-    device_decode_speedup: float = 3.7  # benchmarks/README.md: train.decode device, worker side, 1,662 vs 454/s
+    reduced_bytes_per_sample: float = 12_600.0
+    reduced_loader_speedup: float = 1.93  # benchmarks/README.md: 1,422 vs 737 samples/s per core (384-class)
+    device_decode_speedup: float = 5.0  # benchmarks/README.md: train.decode device, worker side, 7,066 vs 1,422/s
 
     def gpu_rate(self, resolution: int) -> float:
         """Training samples/s per GPU at ``resolution``: only the image tower scales, with its tokens."""

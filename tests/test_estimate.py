@@ -80,11 +80,11 @@ def test_cli_prints_the_numbers(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "one pass over the data keeps ~1,000 samples (T = budget 0.5 x N)" in out
     # Every rate with its source; the one given on the command line says so.
     assert "--samples-per-gpu 1,300 samples/s per GPU (given)" in out
-    assert "--loader-rate 386 samples/s per loader core (benchmarks/README.md" in out
+    assert "--loader-rate 737 samples/s per loader core (benchmarks/README.md" in out
     assert "--image-share 0.306 of t0 in the image tower (calibrated so the reference recipe" in out
     # One meaning of "epoch" per line: the sampler's pass and the training epoch never share a line.
     assert not any("per epoch" in line and "epochs:" in line for line in out.splitlines())
-    assert f"loader cores per GPU {math.ceil(1300 / 386)} " in out
+    assert f"loader cores per GPU {math.ceil(1300 / 737)} " in out
     assert "S3 read 80.0 MB; 3 checkpoint(s)" in out
     assert "checkpoints: 5 x 12.0 KB (1,000 parameters x 12 B) = 60.0 KB" in out
 
@@ -112,19 +112,20 @@ def test_bad_spec_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_a_loader_short_of_cores_is_pointed_out_with_the_fixes(tmp_path: Path) -> None:
     from dynamics.spec.loader import validate
 
+    rates = Rates(loader_samples_per_core_s=400, device_decode_speedup=2.2)  # not the published defaults
     raw = small_spec(tmp_path).model_dump(by_alias=True)
     raw["data"]["shards"] = "s3://b/{0..99}.tar"  # enough shards for every reader
     raw["train"].update(workers=4, resources={"cpu": "0.016k", "memory": "64Gi"})  # 16 CPUs: 8 per GPU, 4 workers
-    notes = estimate(validate(raw), Rates(), params=[1000, 1000]).notes
+    notes = estimate(validate(raw), rates, params=[1000, 1000]).notes
     note = next(n for n in notes if "loader cores" in n)  # p1 needs 2600 / 400 = 6.5 -> 7 > 4
     assert "needs ~7 loader cores per GPU" in note and "has 4" in note
     assert "embed.reducedShards" in note and "train.decode: device" in note
     raw["train"]["workers"] = 8  # 8 workers and 8 CPUs per GPU: enough
-    assert not any("loader cores" in n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes)
+    assert not any("loader cores" in n for n in estimate(validate(raw), rates, params=[1000, 1000]).notes)
     raw["train"].update(workers=4, decode="device")  # 2600 / (400 x 2.2) = 2.95 -> 3 <= 4
-    assert not any("loader cores" in n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes)
+    assert not any("loader cores" in n for n in estimate(validate(raw), rates, params=[1000, 1000]).notes)
     raw["train"].update(resources={"cpu": "2500m", "memory": "64Gi"})  # 1.25 CPUs per GPU -> 1 < 3
-    note = next(n for n in estimate(validate(raw), Rates(), params=[1000, 1000]).notes if "loader cores" in n)
+    note = next(n for n in estimate(validate(raw), rates, params=[1000, 1000]).notes if "loader cores" in n)
     assert "has 1" in note and "train.decode" not in note
 
 
