@@ -66,3 +66,10 @@ def test_damaged_jpegs_are_still_corrupt_images(cut: float) -> None:
         _transform()(data[: int(len(data) * cut)], "jpg")
     with pytest.raises(CorruptImage):
         _transform()(data[:2] + b"\xff\xc0\x00\x11\x08" + bytes(40), "jpg")  # a frame header and no data
+
+
+def test_images_pil_calls_bombs_still_go_through_pil_and_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _images()[0]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 208 x 277 is over twice that: PIL refuses it
+    with pytest.raises(CorruptImage, match="decompression bomb"):
+        _transform()(data, "jpg")

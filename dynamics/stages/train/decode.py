@@ -117,6 +117,12 @@ class DraftRandomResizedCrop(RandomResizedCrop):
         return out[0]  # channels-last in memory; collation stacks it into a contiguous batch
 
 
+def _bomb(header: JpegHeader) -> bool:
+    """Whether PIL would warn or refuse (decompression bomb): such images keep going through PIL, which says so."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and header.width * header.height > limit
+
+
 def _draft_factor(size: tuple[int, int], box: tuple[float, float, float, float], out: Sequence[int]) -> int:
     """The DCT scale (1, 2, 4, 8) PIL's ``draft`` picks for ``box`` of a ``size`` JPEG (as ``decode_box`` asks)."""
     want_w = math.ceil(size[0] * out[1] / (box[2] - box[0]))
@@ -166,8 +172,8 @@ class TrainImageTransform:
             if self.crop.interpolation not in _TORCH_MODES:
                 return pil_to_tensor(self.crop(Image.open(io.BytesIO(data))))
             header = jpeg_header(data)
-            if header is not None and header.components in (1, 3):  # grey or YCbCr: torchvision = PIL here
-                return self.crop.jpeg_tensor(data, header)
+            if header is not None and header.components in (1, 3) and not _bomb(header):
+                return self.crop.jpeg_tensor(data, header)  # grey or YCbCr: torchvision decodes as PIL does
             return self.crop.tensor(Image.open(io.BytesIO(data)))
         except _DECODE_ERRORS as exc:
             raise CorruptImage(f"cannot decode .{ext} image: {exc}") from exc
