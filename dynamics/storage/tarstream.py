@@ -170,6 +170,7 @@ def iter_tar(stream: IO[bytes], read: TarRead) -> Iterator[tuple[str, bytes]]:
         if kind in _REGULAR and name.endswith("/"):
             kind = b"5"  # old V7 tars mark a directory by the trailing slash (tarfile does the same)
         if kind in _SPECIAL:
+            long_name, pax = None, None  # the extended headers were this member's
             continue  # no data follows (tarfile does not skip a size these types may state)
         if kind == _SPARSE or "GNU.sparse.map" in extended or "GNU.sparse.size" in extended:
             read.problem = "sparse member (not supported in shards)"

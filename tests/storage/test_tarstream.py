@@ -27,6 +27,7 @@ def _archive(fmt: int) -> bytes:
         add("000001.jpg", bytes(range(256)) * 3)
         add("000001.txt", b"a caption")
         add("dir", b"", tarfile.DIRTYPE)
+        add("d" * 120, b"", tarfile.DIRTYPE)  # a long name for a member without data (GNU L, pax path)
         add("000002.jpg", b"x" * BLOCK)  # exactly one block: no padding
         add("000002.txt", b"")
         add("link.txt", b"", tarfile.SYMTYPE)
