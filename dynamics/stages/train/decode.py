@@ -98,6 +98,8 @@ class DraftRandomResizedCrop(RandomResizedCrop):
             pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except RuntimeError:
             return self._pil_crop(Image.open(io.BytesIO(data)), box)  # PIL decodes it or says why it cannot
+        if tuple(pixels.shape[1:]) != (header.height, header.width):  # a frame header the walk misread
+            return self._pil_crop(Image.open(io.BytesIO(data)), box)
         return self._resample(pixels[:, top : top + height, left : left + width])
 
     def _pil_crop(self, img: Image.Image, box: tuple[float, float, float, float]) -> torch.Tensor:
