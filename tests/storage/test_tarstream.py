@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
+import subprocess
 import tarfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -127,3 +130,23 @@ def test_keys_split_as_webdataset_does(name: str) -> None:
 
     key, ext = base_plus_ext(name)
     assert shards._split_key(name) == (None if key is None else (key, ext.lower()))
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "oldgnu", "posix"])
+def test_archives_of_gnu_tar_read_like_tarfile(fmt: str, tmp_path: Path) -> None:
+    tar_cli = shutil.which("tar")
+    if tar_cli is None:
+        pytest.skip("GNU tar is not installed")
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / ("x" * 120)).mkdir()
+    for i in range(1, 4):
+        (src / "sub" / f"0000{i}.jpg").write_bytes(bytes(range(256)) * i * 3)
+        (src / "sub" / f"0000{i}.txt").write_text(f"caption {i}")
+    (src / ("x" * 120) / "00009.txt").write_text("a long path")
+    out = tmp_path / "t.tar"
+    subprocess.run([tar_cli, f"--format={fmt}", "-cf", str(out), "-C", str(src), "."], check=True)
+    raw = out.read_bytes()
+    assert len(_lean(raw)[0]) == 7 and _lean(raw)[1]
+    for cut in range(0, len(raw) + 1, 97):
+        assert _lean(raw[:cut])[:2] == _reference(raw[:cut]), cut
