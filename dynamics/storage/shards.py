@@ -152,7 +152,7 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
     replay = _Replay(first, stream)
     members = _tarfile_members if first.startswith(_COMPRESSED_MAGIC) else _lean_members
     last: str | None = None
-    status = _Status()
+    status = TarRead()
     for name, data in members(replay, status):
         last = name
         yield name, data
@@ -163,13 +163,6 @@ def iter_members(stream: IO[bytes], stats: SkipStats, url: str | None = None,
                   member=f"after {last}" if last else None)
         if read is not None:
             read.complete = False
-
-
-@dataclass
-class _Status:
-    total: int = 0
-    head: bytes = b""
-    complete: bool = False
 
 
 class _Replay(io.RawIOBase):
@@ -197,17 +190,13 @@ class _Replay(io.RawIOBase):
         return len(data)
 
 
-def _lean_members(stream: IO[bytes], status: _Status) -> Iterator[tuple[str, bytes]]:
-    read = TarRead()
-    try:
-        for name, data in iter_tar(stream, read):
-            if not (name.startswith("__") and _META_MEMBER.match(name)):
-                yield name, data
-    finally:
-        status.total, status.head, status.complete = read.total, read.head, read.complete
+def _lean_members(stream: IO[bytes], status: TarRead) -> Iterator[tuple[str, bytes]]:
+    for name, data in iter_tar(stream, status):
+        if not (name.startswith("__") and _META_MEMBER.match(name)):
+            yield name, data
 
 
-def _tarfile_members(stream: IO[bytes], status: _Status) -> Iterator[tuple[str, bytes]]:
+def _tarfile_members(stream: IO[bytes], status: TarRead) -> Iterator[tuple[str, bytes]]:
     tracker = _Counter(stream)
     try:
         with tarfile.open(fileobj=tracker, mode="r|*") as tar:

@@ -68,13 +68,11 @@ class DraftRandomResizedCrop(RandomResizedCrop):
     def decode_box(self, img: Image.Image, box: tuple[float, float, float, float],
                    ) -> tuple[Image.Image, tuple[float, float, float, float]]:
         """``img`` decoded at the smallest DCT scale that keeps ``box`` >= the output size, and the box there."""
-        out_h, out_w = self.size
         full_w, full_h = img.size
         if self.draft and img.format == "JPEG":
             # draft() picks the largest reduction keeping each side >= the requested one, i.e. the
-            # crop keeps >= out_w x out_h pixels: still a downscale, as without draft.
-            img.draft("RGB", (math.ceil(full_w * out_w / (box[2] - box[0])),
-                              math.ceil(full_h * out_h / (box[3] - box[1]))))
+            # crop keeps >= the output size in pixels: still a downscale, as without draft.
+            img.draft("RGB", _draft_request(img.size, box, self.size))
         img = _decoded_rgb(img)  # decodes (at the drafted scale)
         sx, sy = img.size[0] / full_w, img.size[1] / full_h
         return img, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
@@ -88,19 +86,18 @@ class DraftRandomResizedCrop(RandomResizedCrop):
         """:meth:`tensor` of a JPEG, the crop drawn from its header: decoded by torchvision's libjpeg when no
         DCT scale applies (same pixels as PIL's, without PIL's open and array copy), else by PIL with draft.
         """
-        # torchvision's get_params: the same draws from the same generator (checked in the tests).
-        c = random_crop((header.width, header.height), self._scale, torch.default_generator, self._ratio)
-        top, left, height, width = c.top, c.left, c.height, c.width
-        box = (left, top, left + width, top + height)
-        if self.draft and _draft_factor((header.width, header.height), box, self.size) > 1:
+        c = self.draw((header.width, header.height))
+        box = (c.left, c.top, c.left + c.width, c.top + c.height)
+        scaled = self.draft and _draft_factor((header.width, header.height), box, self.size) > 1
+        pixels = None if scaled else _libjpeg_rgb(data, header)
+        if pixels is None:  # PIL decodes it at the DCT scale, or says why it cannot
             return self._pil_crop(Image.open(io.BytesIO(data)), box)
-        try:
-            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            return self._pil_crop(Image.open(io.BytesIO(data)), box)  # PIL decodes it or says why it cannot
-        if tuple(pixels.shape[1:]) != (header.height, header.width):  # a frame header the walk misread
-            return self._pil_crop(Image.open(io.BytesIO(data)), box)
-        return self._resample(pixels[:, top : top + height, left : left + width])
+        return self._resample(pixels[:, c.top : c.top + c.height, c.left : c.left + c.width])
+
+    def draw(self, size: tuple[int, int]) -> Crop:
+        """A crop of a ``size`` (width, height) image: torchvision's ``get_params``, the same draws from the
+        same generator (checked in the tests), without an image."""
+        return random_crop(size, self._scale, torch.default_generator, self._ratio)
 
     def _pil_crop(self, img: Image.Image, box: tuple[float, float, float, float]) -> torch.Tensor:
         decoded, box = self.decode_box(img, box)
@@ -119,16 +116,30 @@ class DraftRandomResizedCrop(RandomResizedCrop):
         return out[0]  # channels-last in memory; collation stacks it into a contiguous batch
 
 
+def _libjpeg_rgb(data: bytes, header: JpegHeader) -> torch.Tensor | None:
+    """uint8 ``(3, H, W)`` by torchvision's libjpeg, or None where it fails or disagrees with the header."""
+    try:
+        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return None
+    return pixels if tuple(pixels.shape[1:]) == (header.height, header.width) else None
+
+
 def _bomb(header: JpegHeader) -> bool:
     """Whether PIL would warn or refuse (decompression bomb): such images keep going through PIL, which says so."""
     limit = Image.MAX_IMAGE_PIXELS
     return limit is not None and header.width * header.height > limit
 
 
+def _draft_request(size: tuple[int, int], box: tuple[float, float, float, float],
+                   out: Sequence[int]) -> tuple[int, int]:
+    """The full-image size at which ``box`` of a ``size`` image would be the output size ``out`` (h, w)."""
+    return math.ceil(size[0] * out[1] / (box[2] - box[0])), math.ceil(size[1] * out[0] / (box[3] - box[1]))
+
+
 def _draft_factor(size: tuple[int, int], box: tuple[float, float, float, float], out: Sequence[int]) -> int:
     """The DCT scale (1, 2, 4, 8) PIL's ``draft`` picks for ``box`` of a ``size`` JPEG (as ``decode_box`` asks)."""
-    want_w = math.ceil(size[0] * out[1] / (box[2] - box[0]))
-    want_h = math.ceil(size[1] * out[0] / (box[3] - box[1]))
+    want_w, want_h = _draft_request(size, box, out)
     room = min(size[0] // want_w, size[1] // want_h)
     return next(a for a in (8, 4, 2, 1) if room >= a or a == 1)
 
@@ -186,10 +197,7 @@ class TrainImageTransform:
         """
         if not is_jpeg(data):
             return self(data, ext), None
-        width, height = jpeg_size(data)
-        crop = random_crop((width, height), tuple(self.crop.scale), torch.default_generator,  # type: ignore[arg-type]
-                           tuple(self.crop.ratio))  # type: ignore[arg-type]
-        return data, crop
+        return data, self.crop.draw(jpeg_size(data))
 
 
 def _name(step: object) -> str:
